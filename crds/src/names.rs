@@ -1,0 +1,131 @@
+//! Names both sides rely on: labels, annotations, child object names, the identity Lease and
+//! the environment the operator gives a bot pod. Changing one breaks running bots.
+
+use crate::status::Instance;
+
+pub const GROUP: &str = "trading.gpttrader.io";
+/// The one field manager the operator writes with (server-side apply).
+pub const FIELD_MANAGER: &str = "tradingbot-operator";
+/// Finalizer that halts the bot before its children are deleted.
+pub const FINALIZER: &str = "trading.gpttrader.io/halt-before-delete";
+
+pub const LABEL_BOT: &str = "trading.gpttrader.io/bot";
+pub const LABEL_INSTANCE: &str = "trading.gpttrader.io/instance";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const LABEL_APP_NAME: &str = "app.kubernetes.io/name";
+pub const MANAGED_BY: &str = "tradingbot-operator";
+pub const APP_NAME: &str = "perps-bot";
+
+/// `kubectl annotate tb X trading.gpttrader.io/ack-trip=<trip id>` acknowledges a trip.
+pub const ANNOTATION_ACK_TRIP: &str = "trading.gpttrader.io/ack-trip";
+/// Hash of everything in a bot pod that needs a restart to change.
+pub const ANNOTATION_POD_TEMPLATE_HASH: &str = "trading.gpttrader.io/pod-template-hash";
+/// The version (image) a bot pod runs.
+pub const ANNOTATION_VERSION: &str = "trading.gpttrader.io/version";
+
+/// The container port name of the bot's metrics endpoint.
+pub const METRICS_PORT_NAME: &str = "metrics";
+
+/// Longest TradingBot name: child names and label values must stay within 63 characters.
+pub const MAX_BOT_NAME_LEN: usize = 40;
+
+/// Where the operator mounts things in a bot pod.
+pub const CONFIG_MOUNT_DIR: &str = "/etc/perps-bot";
+pub const CONFIG_FILE_NAME: &str = "config.yaml";
+pub const CREDENTIALS_MOUNT_DIR: &str = "/var/run/secrets/coinbase";
+pub const STATE_MOUNT_DIR: &str = "/var/lib/perps-bot";
+
+/// Environment of a managed bot.
+pub mod env {
+    pub const BOT_NAME: &str = "TRADINGBOT_NAME";
+    pub const BOT_NAMESPACE: &str = "TRADINGBOT_NAMESPACE";
+    pub const BOT_INSTANCE: &str = "TRADINGBOT_INSTANCE";
+    pub const POD_NAME: &str = "POD_NAME";
+    pub const POD_UID: &str = "POD_UID";
+    pub const CONFIG_FILE: &str = "PERPS_BOT_CONFIG";
+    pub const CREDENTIALS_DIR: &str = "COINBASE_CREDENTIALS_DIR";
+    pub const ENABLE_DERIVATIVES: &str = "COINBASE_ENABLE_DERIVATIVES";
+    pub const API_BASE: &str = "COINBASE_API_BASE";
+    pub const WS_URL: &str = "COINBASE_WS_URL";
+    /// Variables a user may not set through `spec.env`: the operator owns them.
+    pub const RESERVED: [&str; 10] = [
+        BOT_NAME,
+        BOT_NAMESPACE,
+        BOT_INSTANCE,
+        POD_NAME,
+        POD_UID,
+        CONFIG_FILE,
+        CREDENTIALS_DIR,
+        ENABLE_DERIVATIVES,
+        API_BASE,
+        WS_URL,
+    ];
+}
+
+/// Child object names of one instance of a bot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceNames {
+    pub pod: String,
+    pub config_map: String,
+    pub service: String,
+    pub lease: String,
+}
+
+impl InstanceNames {
+    pub fn new(bot: &str, instance: Instance) -> Self {
+        let base = match instance {
+            Instance::Prod => bot.to_string(),
+            Instance::Canary => format!("{bot}-canary"),
+        };
+        Self {
+            config_map: format!("{base}-config"),
+            service: format!("{base}-metrics"),
+            lease: format!("{base}-trading"),
+            pod: base,
+        }
+    }
+}
+
+/// The ServiceAccount, Role and RoleBinding of a bot (shared by its instances).
+pub fn bot_service_account(bot: &str) -> String {
+    format!("{bot}-perps-bot")
+}
+
+/// Is `name` usable as a TradingBot name (all children names derive from it)?
+pub fn check_bot_name(name: &str) -> Result<(), String> {
+    let valid_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let starts_ok = name.bytes().next().is_some_and(|b| b.is_ascii_lowercase());
+    let ends_ok = name.bytes().last().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if name.len() > MAX_BOT_NAME_LEN || !valid_chars || !starts_ok || !ends_ok {
+        return Err(format!(
+            "metadata.name {name:?} must be at most {MAX_BOT_NAME_LEN} characters of a-z, 0-9 and '-', \
+             start with a letter and end with a letter or digit (child object names derive from it)"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_children_have_distinct_names() {
+        let prod = InstanceNames::new("btc", Instance::Prod);
+        let canary = InstanceNames::new("btc", Instance::Canary);
+        assert_eq!(prod.pod, "btc");
+        assert_eq!(canary.pod, "btc-canary");
+        assert_ne!(prod.lease, canary.lease);
+        assert_ne!(prod.config_map, canary.config_map);
+    }
+
+    #[test]
+    fn bot_names_must_fit_every_child_name() {
+        assert!(check_bot_name("btc-prod-1").is_ok());
+        for bad in ["", "Btc", "1btc", "btc-", "btc_prod", &"a".repeat(41)] {
+            assert!(check_bot_name(bad).unwrap_err().contains("metadata.name"), "{bad}");
+        }
+        let longest = "a".repeat(MAX_BOT_NAME_LEN);
+        assert!(InstanceNames::new(&longest, Instance::Canary).service.len() <= 63);
+    }
+}
