@@ -61,6 +61,10 @@ mod tests {
         let names: HashSet<&str> = ALL.iter().map(|m| m.name).collect();
         assert_eq!(names.len(), ALL.len());
         assert!(ALL.iter().all(|m| m.name.starts_with("perps_bot_")));
-        assert!(ALL.iter().filter(|m| m.name.ends_with("_total")).all(|m| !m.help.is_empty()));
+        assert!(
+            ALL.iter()
+                .filter(|m| m.name.ends_with("_total"))
+                .all(|m| !m.help.is_empty())
+        );
     }
 }

@@ -4,10 +4,10 @@
 //! values outside its rule with a message naming the rule, and it gives the CRD schema a
 //! `pattern` so the API server refuses a bad value before anything reaches the operator.
 
+use regex::Regex;
 use rust_decimal::Decimal;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
-use regex::Regex;
 use std::{borrow::Cow, fmt, str::FromStr, sync::LazyLock};
 
 /// Why a decimal string was refused.

@@ -175,7 +175,8 @@ impl Guards {
 
     /// Healthy evaluations in a row needed before an `Auto` trip is released.
     pub fn healthy_cycles_needed(&self) -> u32 {
-        self.healthy_cycles_before_resume.unwrap_or(DEFAULT_HEALTHY_CYCLES_BEFORE_RESUME)
+        self.healthy_cycles_before_resume
+            .unwrap_or(DEFAULT_HEALTHY_CYCLES_BEFORE_RESUME)
     }
 }
 
@@ -188,7 +189,12 @@ pub fn evaluate(guards: &Guards, observed: &GuardObservation) -> Vec<Breach> {
         .filter_map(|guard| {
             let value = observed.value(guard)?;
             let (level, threshold) = guards.levels(guard).breach(value)?;
-            Some(Breach { guard, level, value, threshold })
+            Some(Breach {
+                guard,
+                level,
+                value,
+                threshold,
+            })
         })
         .collect()
 }
@@ -336,14 +342,24 @@ mod tests {
                 reduce_only_at: Some("500".parse().unwrap()),
                 halt_at: Some("1000".parse().unwrap()),
             }),
-            market_data_staleness_seconds: Some(SecondsLevels { reduce_only_at: Some(10), halt_at: None }),
-            error_rate: Some(ErrorRateGuard { window_seconds: 60, reduce_only_at: None, halt_at: Some(3) }),
+            market_data_staleness_seconds: Some(SecondsLevels {
+                reduce_only_at: Some(10),
+                halt_at: None,
+            }),
+            error_rate: Some(ErrorRateGuard {
+                window_seconds: 60,
+                reduce_only_at: None,
+                halt_at: Some(3),
+            }),
             ..Guards::default()
         }
     }
 
     fn loss(v: Decimal) -> GuardObservation {
-        GuardObservation { daily_loss: Some(v), ..Default::default() }
+        GuardObservation {
+            daily_loss: Some(v),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -354,15 +370,24 @@ mod tests {
         assert_eq!((at[0].level, at[0].threshold), (TradingMode::ReduceOnly, dec!(500)));
         let over = evaluate(&g, &loss(dec!(1200)));
         assert_eq!((over[0].level, over[0].threshold), (TradingMode::Halted, dec!(1000)));
-        let stale = GuardObservation { market_data_staleness_seconds: Some(dec!(11)), ..Default::default() };
+        let stale = GuardObservation {
+            market_data_staleness_seconds: Some(dec!(11)),
+            ..Default::default()
+        };
         assert_eq!(evaluate(&g, &stale)[0].guard, GuardKind::MarketDataStalenessSeconds);
-        let errors = GuardObservation { errors_in_window: Some(dec!(3)), ..Default::default() };
+        let errors = GuardObservation {
+            errors_in_window: Some(dec!(3)),
+            ..Default::default()
+        };
         assert_eq!(evaluate(&g, &errors)[0].level, TradingMode::Halted);
     }
 
     #[test]
     fn unmeasured_and_unconfigured_guards_never_trip() {
-        let obs = GuardObservation { drawdown_percent: Some(dec!(99)), ..Default::default() };
+        let obs = GuardObservation {
+            drawdown_percent: Some(dec!(99)),
+            ..Default::default()
+        };
         assert!(evaluate(&guards(), &obs).is_empty());
         assert!(evaluate(&Guards::default(), &loss(dec!(1e9))).is_empty());
     }
@@ -380,7 +405,10 @@ mod tests {
         assert_eq!(mode_of_trips(&all), TradingMode::Halted);
         assert!(reason_of_trips(&all).unwrap().contains("dailyLoss at 1000"));
         // The canary's trips are its own.
-        assert_eq!(new_trips(&all, &evaluate(&g, &loss(dec!(600))), Instance::Canary, 103, "t").len(), 1);
+        assert_eq!(
+            new_trips(&all, &evaluate(&g, &loss(dec!(600))), Instance::Canary, 103, "t").len(),
+            1
+        );
     }
 
     #[test]
@@ -391,7 +419,11 @@ mod tests {
         let refused = decide_ack(&id, &trips, &g, |_| loss(dec!(1001))).unwrap_err();
         assert!(refused.contains("still at 1001"), "{refused}");
         assert!(decide_ack(&id, &trips, &g, |_| GuardObservation::default()).is_err());
-        assert!(decide_ack("nope", &trips, &g, |_| loss(dec!(0))).unwrap_err().contains("no latched trip"));
+        assert!(
+            decide_ack("nope", &trips, &g, |_| loss(dec!(0)))
+                .unwrap_err()
+                .contains("no latched trip")
+        );
         // Back under the Halted level (even if still over ReduceOnly): the Halted trip goes.
         assert_eq!(decide_ack(&id, &trips, &g, |_| loss(dec!(700))).unwrap().id, id);
     }

@@ -75,7 +75,10 @@ pub fn decide(lease: Option<&Lease>, me: &str, now: Timestamp) -> LeaseAction {
     if now >= expires {
         LeaseAction::Acquire
     } else {
-        LeaseAction::Wait { holder: holder.to_string(), expires }
+        LeaseAction::Wait {
+            holder: holder.to_string(),
+            expires,
+        }
     }
 }
 
@@ -106,7 +109,15 @@ impl LeaseHolder {
     pub fn new(client: kube::Client, config: LeaseConfig) -> (Self, watch::Receiver<LeaseState>) {
         let (state, rx) = watch::channel(LeaseState::default());
         let api = Api::namespaced(client, &config.namespace);
-        (Self { api, config, state, transitions: 0 }, rx)
+        (
+            Self {
+                api,
+                config,
+                state,
+                transitions: 0,
+            },
+            rx,
+        )
     }
 
     /// Try once: acquire or renew if allowed. Returns the new state.
@@ -116,7 +127,10 @@ impl LeaseHolder {
         let current = self.api.get_opt(&self.config.name).await?;
         let action = decide(current.as_ref(), &self.config.holder, now);
         let state = match action {
-            LeaseAction::Wait { holder, .. } => LeaseState { valid_until: None, holder: Some(holder) },
+            LeaseAction::Wait { holder, .. } => LeaseState {
+                valid_until: None,
+                holder: Some(holder),
+            },
             LeaseAction::Acquire | LeaseAction::Renew => {
                 let acquiring = action == LeaseAction::Acquire;
                 match self.write(current, acquiring, now).await {
@@ -125,7 +139,10 @@ impl LeaseHolder {
                         holder: Some(self.config.holder.clone()),
                     },
                     // Somebody else wrote first: we do not hold it.
-                    Err(kube::Error::Api(e)) if e.code == 409 => LeaseState { valid_until: None, holder: None },
+                    Err(kube::Error::Api(e)) if e.code == 409 => LeaseState {
+                        valid_until: None,
+                        holder: None,
+                    },
                     Err(e) => return Err(e),
                 }
             }
@@ -139,7 +156,10 @@ impl LeaseHolder {
         match current {
             None => {
                 let lease = Lease {
-                    metadata: ObjectMeta { name: Some(self.config.name.clone()), ..Default::default() },
+                    metadata: ObjectMeta {
+                        name: Some(self.config.name.clone()),
+                        ..Default::default()
+                    },
                     spec: Some(LeaseSpec {
                         holder_identity: Some(self.config.holder.clone()),
                         lease_duration_seconds: Some(seconds),
@@ -162,7 +182,9 @@ impl LeaseHolder {
                 spec.holder_identity = Some(self.config.holder.clone());
                 spec.lease_duration_seconds = Some(seconds);
                 spec.renew_time = Some(MicroTime(now));
-                self.api.replace(&self.config.name, &PostParams::default(), &lease).await?;
+                self.api
+                    .replace(&self.config.name, &PostParams::default(), &lease)
+                    .await?;
             }
         }
         Ok(())
@@ -203,7 +225,11 @@ impl LeaseHolder {
         }
         spec.holder_identity = None;
         spec.renew_time = Some(MicroTime(Timestamp::now()));
-        match self.api.replace(&self.config.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.config.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => tracing::info!(lease = %self.config.name, "lease released"),
             Err(error) => tracing::warn!(lease = %self.config.name, %error, "lease release failed"),
         }
@@ -232,7 +258,10 @@ mod tests {
         assert_eq!(decide(None, "me", now), LeaseAction::Acquire);
         assert_eq!(decide(Some(&lease(None, now, 15)), "me", now), LeaseAction::Acquire);
         let old = Timestamp::from_second(985).unwrap();
-        assert_eq!(decide(Some(&lease(Some("other"), old, 15)), "me", now), LeaseAction::Acquire);
+        assert_eq!(
+            decide(Some(&lease(Some("other"), old, 15)), "me", now),
+            LeaseAction::Acquire
+        );
     }
 
     #[test]
@@ -241,16 +270,28 @@ mod tests {
         let renewed = Timestamp::from_second(990).unwrap();
         assert_eq!(
             decide(Some(&lease(Some("other"), renewed, 15)), "me", now),
-            LeaseAction::Wait { holder: "other".into(), expires: Timestamp::from_second(1_005).unwrap() }
+            LeaseAction::Wait {
+                holder: "other".into(),
+                expires: Timestamp::from_second(1_005).unwrap()
+            }
         );
-        assert_eq!(decide(Some(&lease(Some("me"), renewed, 15)), "me", now), LeaseAction::Renew);
+        assert_eq!(
+            decide(Some(&lease(Some("me"), renewed, 15)), "me", now),
+            LeaseAction::Renew
+        );
     }
 
     #[test]
     fn holding_expires_by_itself_on_the_local_clock() {
-        let state = LeaseState { valid_until: Some(Instant::now()), holder: Some("me".into()) };
+        let state = LeaseState {
+            valid_until: Some(Instant::now()),
+            holder: Some("me".into()),
+        };
         assert!(!state.is_held());
-        let later = LeaseState { valid_until: Some(Instant::now() + Duration::from_secs(5)), holder: None };
+        let later = LeaseState {
+            valid_until: Some(Instant::now() + Duration::from_secs(5)),
+            holder: None,
+        };
         assert!(later.is_held());
         assert!(!LeaseState::default().is_held());
     }

@@ -32,12 +32,7 @@ impl TradingMode {
     }
 
     pub fn from_gauge_value(value: f64) -> Option<Self> {
-        match value {
-            v if v == 0.0 => Some(TradingMode::Normal),
-            v if v == 1.0 => Some(TradingMode::ReduceOnly),
-            v if v == 2.0 => Some(TradingMode::Halted),
-            _ => None,
-        }
+        TradingMode::ALL.into_iter().find(|m| m.gauge_value() as f64 == value)
     }
 
     /// The intent expressed by the two spec switches.
@@ -75,7 +70,10 @@ pub struct ModeInput {
 
 impl ModeInput {
     pub fn new(mode: TradingMode, source: impl Into<String>) -> Self {
-        Self { mode, source: source.into() }
+        Self {
+            mode,
+            source: source.into(),
+        }
     }
 }
 
@@ -87,7 +85,11 @@ pub fn most_restrictive<'a>(inputs: impl IntoIterator<Item = &'a ModeInput>) -> 
     if mode == TradingMode::Normal {
         return (mode, "no restriction in force".to_string());
     }
-    let sources: Vec<&str> = inputs.iter().filter(|i| i.mode == mode).map(|i| i.source.as_str()).collect();
+    let sources: Vec<&str> = inputs
+        .iter()
+        .filter(|i| i.mode == mode)
+        .map(|i| i.source.as_str())
+        .collect();
     (mode, sources.join("; "))
 }
 
@@ -114,7 +116,10 @@ mod tests {
             ModeInput::new(TradingMode::ReduceOnly, "spec.reduceOnly"),
             ModeInput::new(TradingMode::ReduceOnly, "guard drawdownPercent tripped"),
         ];
-        assert_eq!(most_restrictive(&inputs).1, "spec.reduceOnly; guard drawdownPercent tripped");
+        assert_eq!(
+            most_restrictive(&inputs).1,
+            "spec.reduceOnly; guard drawdownPercent tripped"
+        );
         assert_eq!(most_restrictive(&[]).0, TradingMode::Normal);
     }
 

@@ -93,9 +93,14 @@ pub fn bot_service_account(bot: &str) -> String {
 
 /// Is `name` usable as a TradingBot name (all children names derive from it)?
 pub fn check_bot_name(name: &str) -> Result<(), String> {
-    let valid_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let valid_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     let starts_ok = name.bytes().next().is_some_and(|b| b.is_ascii_lowercase());
-    let ends_ok = name.bytes().last().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let ends_ok = name
+        .bytes()
+        .last()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     if name.len() > MAX_BOT_NAME_LEN || !valid_chars || !starts_ok || !ends_ok {
         return Err(format!(
             "metadata.name {name:?} must be at most {MAX_BOT_NAME_LEN} characters of a-z, 0-9 and '-', \

@@ -1,6 +1,9 @@
 //! `TradingBot.spec`: what a user declares. Field names are a public contract (docs, GitOps
 //! repositories and the runbook rely on them); add fields, never rename them.
 
+// kube-derive's repeated `printcolumn(...)` items trip this lint; they are distinct columns.
+#![allow(clippy::duplicated_attributes)]
+
 use crate::decimal::{Fraction, NonNegativeDecimal, Percent, PositiveDecimal};
 use crate::status::TradingBotStatus;
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
@@ -39,7 +42,12 @@ pub const PROM_DURATION_PATTERN: &str = "^[0-9]+(ms|s|m|h)$";
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Version", type_ = "string", json_path = ".status.currentVersion"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    printcolumn(name = "Rollout", type_ = "string", json_path = ".status.rollout.phase", priority = 1),
+    printcolumn(
+        name = "Rollout",
+        type_ = "string",
+        json_path = ".status.rollout.phase",
+        priority = 1
+    ),
     printcolumn(name = "Canary", type_ = "string", json_path = ".status.canaryVersion", priority = 1),
     printcolumn(name = "Trips", type_ = "integer", json_path = ".status.tripCount", priority = 1),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.modeReason", priority = 1)
@@ -109,7 +117,13 @@ pub enum Profile {
 }
 
 impl Profile {
-    pub const ALL: [Profile; 5] = [Profile::Dev, Profile::Demo, Profile::Canary, Profile::Spot, Profile::Prod];
+    pub const ALL: [Profile; 5] = [
+        Profile::Dev,
+        Profile::Demo,
+        Profile::Canary,
+        Profile::Spot,
+        Profile::Prod,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -176,7 +190,10 @@ pub struct ExchangeSpec {
 
 /// A ReduceOnly level and a Halted level for one guard; either may be omitted.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase", bound(deserialize = "T: Deserialize<'de>", serialize = "T: Serialize"))]
+#[serde(
+    rename_all = "camelCase",
+    bound(deserialize = "T: Deserialize<'de>", serialize = "T: Serialize")
+)]
 pub struct Levels<T> {
     /// Reaching this flips the bot to ReduceOnly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -188,11 +205,12 @@ pub struct Levels<T> {
 
 impl<T> Default for Levels<T> {
     fn default() -> Self {
-        Self { reduce_only_at: None, halt_at: None }
+        Self {
+            reduce_only_at: None,
+            halt_at: None,
+        }
     }
 }
-
-
 
 /// Market data age levels, in whole seconds.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

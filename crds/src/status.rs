@@ -148,6 +148,9 @@ pub enum AckResult {
 pub struct AckRecord {
     /// The annotation value processed (a trip id, optionally followed by `@` and any text).
     pub value: String,
+    /// The guard of the acknowledged trip, when it named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<String>,
     pub result: AckResult,
     pub message: String,
     pub time: String,

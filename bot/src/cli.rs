@@ -1,0 +1,303 @@
+//! The command line. Flags that adjust the profile are optional values: a flag the user did
+//! not pass is `None` and never overrides the profile or the config file.
+
+use crate::config::{BrokerKind, ConfigOverrides};
+use crate::domain::{Side, Symbol, TimeInForce};
+use crate::telemetry::LogFormat;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use rust_decimal::Decimal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tradingbot_crds::{Instance, Profile};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "perps-bot",
+    version,
+    about = "Coinbase trading bot: MA-crossover strategy, pre-trade risk engine, runtime guards and live mode control",
+    long_about = "Runs the trading loop (market data -> strategy -> risk -> execution) once per interval.\n\
+                  Without a command it trades; see the commands for the account audit, manual orders and backtests.\n\
+                  Exit codes: 0 success, 2 bad configuration, 3 credentials missing or rejected, 1 other failures."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the trading loop (the default).
+    Run,
+    /// Account audit: print key permissions, fee tier, balances, portfolios and clock skew as JSON.
+    Account {
+        #[command(subcommand)]
+        action: AccountCommand,
+    },
+    /// Manual order tools (e.g. reduce-only flattening in an incident).
+    Orders {
+        #[command(subcommand)]
+        action: OrdersCommand,
+    },
+    /// Replay a candle CSV through strategy, risk and paper execution and print throughput.
+    Backtest(BacktestArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Print the account snapshot JSON and exit (same as --account-snapshot).
+    Snapshot,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrdersCommand {
+    /// Show the exchange's preview of an order without placing it.
+    Preview(OrderArgs),
+    /// Place one order after the trading-state gate, quantisation and the risk checks.
+    Place(OrderArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OrderType {
+    Market,
+    Limit,
+    StopLimit,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct OrderArgs {
+    /// Product id, e.g. BTC-USD.
+    #[arg(long)]
+    pub symbol: Symbol,
+    #[arg(long)]
+    pub side: Side,
+    #[arg(long = "type", value_enum, default_value = "market")]
+    pub order_type: OrderType,
+    /// Size in base currency.
+    #[arg(long)]
+    pub quantity: Decimal,
+    /// Limit price (limit and stop-limit orders).
+    #[arg(long)]
+    pub price: Option<Decimal>,
+    /// Stop price (stop-limit orders).
+    #[arg(long)]
+    pub stop: Option<Decimal>,
+    /// Time in force for limit orders.
+    #[arg(long = "order-tif", value_enum)]
+    pub tif: Option<TimeInForce>,
+    /// Refuse the order unless it shrinks the current position.
+    #[arg(long)]
+    pub reduce_only: bool,
+    /// Client order id (default: generated). Reusing one never creates a second order.
+    #[arg(long)]
+    pub client_id: Option<String>,
+    #[arg(long)]
+    pub leverage: Option<Decimal>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BacktestArgs {
+    /// CSV with a header: symbol,start,open,high,low,close,volume (start in unix seconds).
+    #[arg(long)]
+    pub candles: PathBuf,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Skip strategy and risk (measure the bare replay loop: the benchmark's floor).
+    #[arg(long, hide = true)]
+    pub baseline: bool,
+    /// Write a CSV with a random-walk replay of N candles over the profile's symbols and exit.
+    #[arg(long, value_name = "N")]
+    pub generate: Option<usize>,
+}
+
+/// Flags of the trading loop (also read by the other commands: profile, config, exchange).
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Built-in profile.
+    #[arg(long, global = true, env = "PERPS_BOT_PROFILE")]
+    pub profile: Option<Profile>,
+    /// YAML or TOML file of profile overrides (unknown keys are refused).
+    #[arg(long, global = true, env = "PERPS_BOT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Smoke test: run one cycle (or --cycles N) and exit.
+    #[arg(long)]
+    pub dev_fast: bool,
+    /// Number of cycles before exiting (default: one with --dev-fast, unlimited otherwise).
+    #[arg(long, value_name = "N")]
+    pub cycles: Option<u64>,
+    /// Run the pipeline but send no orders (`--dry-run=false` to force live).
+    #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub dry_run: Option<bool>,
+    /// Only orders that shrink positions (`--reduce-only=false` to clear a profile's default).
+    #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub reduce_only: Option<bool>,
+    /// Symbols, comma or semicolon separated (env TRADING_SYMBOLS).
+    #[arg(long, global = true, env = "TRADING_SYMBOLS", num_args = 1.., value_delimiter = ',')]
+    pub symbols: Option<Vec<String>>,
+    /// Seconds between cycles.
+    #[arg(long, global = true)]
+    pub interval: Option<Decimal>,
+    /// Target leverage for perpetual entries.
+    #[arg(long, global = true)]
+    pub leverage: Option<Decimal>,
+    /// Time in force of limit orders.
+    #[arg(long, global = true, value_enum)]
+    pub tif: Option<TimeInForce>,
+    /// Preview every order with the exchange before placing it.
+    #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub enable_preview: Option<bool>,
+    /// Write metrics.json here after every cycle (health.json goes next to it).
+    #[arg(long, global = true, env = "PERPS_BOT_METRICS_FILE")]
+    pub metrics_file: Option<PathBuf>,
+    /// Address of /metrics, /metrics.json, /healthz, /readyz and /control.
+    #[arg(long, global = true, env = "PERPS_BOT_METRICS_ADDR", default_value = "0.0.0.0:9102")]
+    pub metrics_addr: SocketAddr,
+    /// Print the account snapshot JSON and exit.
+    #[arg(long)]
+    pub account_snapshot: bool,
+    /// Exchange to trade on (dev uses the paper exchange).
+    #[arg(long, global = true, value_enum)]
+    pub broker: Option<BrokerKind>,
+    /// Seed of the paper exchange's price paths.
+    #[arg(long, global = true)]
+    pub seed: Option<u64>,
+    /// Trade perpetuals (needs CDP credentials whose key allows derivatives).
+    #[arg(long, global = true, env = "COINBASE_ENABLE_DERIVATIVES", value_parser = parse_flag_env, num_args = 0..=1, default_missing_value = "1")]
+    pub derivatives: Option<bool>,
+    /// REST base URL (e.g. the exchange simulator's).
+    #[arg(long, global = true, env = "COINBASE_API_BASE")]
+    pub api_base_url: Option<String>,
+    /// Market data WebSocket URL.
+    #[arg(long, global = true, env = "COINBASE_WS_URL")]
+    pub ws_url: Option<String>,
+    /// Folder holding the CDP key (`cdp_api_key.json`, or COINBASE_CDP_API_KEY and COINBASE_CDP_PRIVATE_KEY files).
+    #[arg(long, global = true, env = "COINBASE_CREDENTIALS_DIR")]
+    pub credentials_dir: Option<PathBuf>,
+    /// YAML/JSON file to restrict the bot or acknowledge trips while it runs.
+    #[arg(long, env = "PERPS_BOT_CONTROL_FILE")]
+    pub control_file: Option<PathBuf>,
+    /// File holding the bearer token of the HTTP control endpoint (env PERPS_BOT_CONTROL_TOKEN
+    /// also works); without one the endpoint is off.
+    #[arg(long, env = "PERPS_BOT_CONTROL_TOKEN_FILE")]
+    pub control_token_file: Option<PathBuf>,
+    /// Where latched guard trips and the day's equity reference survive restarts.
+    #[arg(long, env = "PERPS_BOT_STATE_FILE")]
+    pub state_file: Option<PathBuf>,
+    /// Leave open orders on the exchange when stopping (default: cancel them).
+    #[arg(long)]
+    pub keep_orders_on_exit: bool,
+    /// Turn the in-process guards off (testing the operator's backstop only).
+    #[arg(long)]
+    pub disable_guards: bool,
+    /// The TradingBot this process runs for (set by the operator; enables the Kubernetes
+    /// mode source and Lease fencing).
+    #[arg(long, env = "TRADINGBOT_NAME")]
+    pub tradingbot: Option<String>,
+    #[arg(long, env = "TRADINGBOT_NAMESPACE")]
+    pub namespace: Option<String>,
+    #[arg(long, env = "TRADINGBOT_INSTANCE", default_value = "prod")]
+    pub instance: Instance,
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "PERPS_BOT_LOG_FORMAT",
+        default_value = "json"
+    )]
+    pub log_format: LogFormat,
+}
+
+fn parse_flag_env(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        other => Err(format!("{other:?} is not a boolean (use 1 or 0)")),
+    }
+}
+
+impl RunArgs {
+    /// The adjustments the user asked for on the command line (and only those).
+    pub fn overrides(&self) -> Result<ConfigOverrides, crate::config::ConfigError> {
+        let symbols = match &self.symbols {
+            None => None,
+            Some(list) => Some(
+                list.iter()
+                    .flat_map(|s| s.split([',', ';']))
+                    .filter(|s| !s.trim().is_empty())
+                    .map(|s| s.trim().parse::<Symbol>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| crate::config::ConfigError::new("--symbols", e))?,
+            ),
+        };
+        Ok(ConfigOverrides {
+            symbols,
+            interval_seconds: self.interval,
+            broker: self.broker,
+            dry_run: self.dry_run,
+            reduce_only: self.reduce_only,
+            derivatives: self.derivatives,
+            target_leverage: self.leverage,
+            tif: self.tif,
+            enable_preview: self.enable_preview,
+            paper: None,
+            ..Default::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn help_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn unpassed_flags_are_none_and_passed_ones_set() {
+        let cli = Cli::try_parse_from(["perps-bot", "--profile", "dev", "--dev-fast"]).unwrap();
+        let o = cli.run.overrides().unwrap();
+        assert_eq!((o.dry_run, o.reduce_only, o.interval_seconds), (None, None, None));
+        let cli = Cli::try_parse_from([
+            "perps-bot",
+            "--dry-run=false",
+            "--reduce-only",
+            "--interval",
+            "2",
+            "--symbols",
+            "BTC-USD;ETH-USD,SOL-USD",
+        ])
+        .unwrap();
+        let o = cli.run.overrides().unwrap();
+        assert_eq!((o.dry_run, o.reduce_only), (Some(false), Some(true)));
+        assert_eq!(o.symbols.unwrap().len(), 3);
+    }
+
+    #[test]
+    fn subcommands_parse() {
+        let cli = Cli::try_parse_from([
+            "perps-bot",
+            "orders",
+            "place",
+            "--symbol",
+            "BTC-USD",
+            "--side",
+            "sell",
+            "--quantity",
+            "0.1",
+            "--reduce-only",
+            "--profile",
+            "prod",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Some(Command::Orders { action: OrdersCommand::Place(ref a) }) if a.reduce_only));
+        assert_eq!(cli.run.profile, Some(Profile::Prod));
+        assert!(Cli::try_parse_from(["perps-bot", "--profile", "yolo"]).is_err());
+    }
+}

@@ -1,0 +1,4 @@
+//! The one-shot commands: account snapshot, manual orders and backtests.
+
+pub mod backtest;
+pub mod orders;

@@ -1,0 +1,151 @@
+//! The `perps-bot` command. Exit codes: 0 success, 2 bad configuration, 3 credentials missing
+//! or rejected, 1 anything else; failures print one line naming the reason.
+
+use clap::Parser;
+use perps_bot::cli::{AccountCommand, Cli, Command, OrdersCommand};
+use perps_bot::commands::{backtest, orders};
+use perps_bot::config::{BotConfig, BrokerKind, ConfigError, ConfigOverrides};
+use perps_bot::telemetry::init_logging;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.run.log_format);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = match resolve_config(&cli) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("perps-bot: configuration error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("perps-bot: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let code = if error.downcast_ref::<ConfigError>().is_some() {
+                2
+            } else if is_credentials_error(&error) {
+                3
+            } else {
+                1
+            };
+            eprintln!("perps-bot: {error:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn resolve_config(cli: &Cli) -> Result<BotConfig, ConfigError> {
+    let from_file = match &cli.run.config {
+        Some(path) => ConfigOverrides::load(path)?,
+        None => ConfigOverrides::default(),
+    };
+    let mut from_flags = cli.run.overrides()?;
+    if let Some(seed) = cli.run.seed {
+        let mut paper = from_file.paper.clone().unwrap_or_default();
+        paper.seed = seed;
+        from_flags.paper = Some(paper);
+    }
+    BotConfig::resolve(cli.run.profile, &from_file, &from_flags)
+}
+
+fn is_credentials_error(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<perps_bot::broker::BrokerError>(),
+            Some(perps_bot::broker::BrokerError::Unauthorized(_) | perps_bot::broker::BrokerError::Forbidden(_))
+        ) || cause.to_string().contains("credentials")
+    })
+}
+
+async fn dispatch(cli: Cli, config: BotConfig) -> anyhow::Result<()> {
+    let args = &cli.run;
+    match cli.command {
+        None | Some(Command::Run) if args.account_snapshot => print_json(&account_snapshot(args, &config).await?),
+        Some(Command::Account {
+            action: AccountCommand::Snapshot,
+        }) => print_json(&account_snapshot(args, &config).await?),
+        None | Some(Command::Run) => perps_bot::runner::run(args, config).await,
+        Some(Command::Orders { action }) => {
+            let result = match config.broker {
+                BrokerKind::Paper => {
+                    let paper = perps_bot::broker::paper::PaperExchange::new(
+                        &config.paper,
+                        &config.symbols,
+                        config.derivatives,
+                    );
+                    order_tool(&paper, &config, &action).await?
+                }
+                BrokerKind::Coinbase => {
+                    let (config, broker) = perps_bot::coinbase::connect_for_trading(
+                        args,
+                        &config,
+                        &perps_bot::runner::client_instance(args),
+                    )
+                    .await?;
+                    order_tool(&broker, &config, &action).await?
+                }
+            };
+            print_json(&result)
+        }
+        Some(Command::Backtest(bt)) => {
+            if let Some(count) = bt.generate {
+                backtest::generate(&bt.candles, &config.symbols, count, config.paper.seed)?;
+                println!("wrote {count} candles to {}", bt.candles.display());
+                return Ok(());
+            }
+            let replay = backtest::load(&bt.candles)?;
+            let summary = backtest::run(&config, &replay, bt.baseline);
+            if bt.json {
+                print_json(&serde_json::to_value(&summary)?)
+            } else {
+                println!(
+                    "{} replay: {} candles over {} symbols in {:.3} s = {:.0} candles/s; orders {} placed, {} refused; realised PnL {} fees {}; peak RSS {:.1} MiB",
+                    summary.mode,
+                    summary.candles,
+                    summary.symbols,
+                    summary.seconds,
+                    summary.candles_per_second,
+                    summary.orders_placed,
+                    summary.orders_refused,
+                    summary.realized_pnl,
+                    summary.fees,
+                    summary.peak_rss_bytes as f64 / 1_048_576.0
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn order_tool<B: perps_bot::broker::Broker>(
+    broker: &B,
+    config: &BotConfig,
+    action: &OrdersCommand,
+) -> anyhow::Result<serde_json::Value> {
+    match action {
+        OrdersCommand::Preview(order) => orders::preview(broker, order).await,
+        OrdersCommand::Place(order) => orders::place(broker, config, order).await,
+    }
+}
+
+async fn account_snapshot(args: &perps_bot::cli::RunArgs, config: &BotConfig) -> anyhow::Result<serde_json::Value> {
+    let _ = (args, config);
+    anyhow::bail!("account snapshot needs the Coinbase client (credentials)")
+}
+
+fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

@@ -1,0 +1,319 @@
+//! Wiring of the trading loop: builds the broker, the mode board and its sources, the
+//! identity Lease (when the operator runs us), the HTTP server and the engine, then runs until
+//! a signal or the requested number of cycles, and shuts down cleanly.
+
+use crate::broker::Broker;
+use crate::broker::paper::PaperExchange;
+use crate::cli::RunArgs;
+use crate::config::{BotConfig, BrokerKind};
+use crate::control::kube::Identity;
+use crate::control::{self, ModeHandle, source};
+use crate::engine::{Engine, EngineParts, OutputFiles};
+use crate::execution::Executor;
+use crate::telemetry::metrics::BotMetrics;
+use crate::telemetry::server::{self, AppState, Vitals};
+use anyhow::Context;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tradingbot_crds::lease::{LeaseConfig, LeaseHolder, LeaseState};
+use tradingbot_crds::names::InstanceNames;
+use tradingbot_crds::{Instance, TradingMode};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Run the trading loop with the broker the configuration names.
+pub async fn run(args: &RunArgs, config: BotConfig) -> anyhow::Result<()> {
+    match config.broker {
+        BrokerKind::Paper => {
+            let paper = PaperExchange::new(&config.paper, &config.symbols, config.derivatives);
+            run_with(args, config, Arc::new(paper)).await
+        }
+        BrokerKind::Coinbase => {
+            let client = crate::coinbase::connect_for_trading(args, &config, &client_instance(args)).await?;
+            run_with(args, client.0, Arc::new(client.1)).await
+        }
+    }
+}
+
+/// Who we are in the exchange simulator's order log and in client order ids.
+pub fn client_instance(args: &RunArgs) -> String {
+    let pod = args
+        .pod_name
+        .clone()
+        .unwrap_or_else(|| format!("pid{}", std::process::id()));
+    match (&args.tradingbot, &args.namespace) {
+        (Some(bot), Some(ns)) => format!("{ns}/{bot}/{}/{pod}", args.instance),
+        _ => format!("local/{pod}"),
+    }
+}
+
+fn identity(args: &RunArgs) -> anyhow::Result<Option<Identity>> {
+    let Some(bot) = args.tradingbot.clone() else {
+        return Ok(None);
+    };
+    let namespace = args
+        .namespace
+        .clone()
+        .context("--tradingbot needs --namespace (TRADINGBOT_NAMESPACE) too")?;
+    let pod = args
+        .pod_name
+        .clone()
+        .unwrap_or_else(|| format!("pid{}", std::process::id()));
+    let suffix: u32 = rand::random();
+    Ok(Some(Identity {
+        bot,
+        namespace,
+        instance: args.instance,
+        holder: format!("{pod}-{suffix:08x}"),
+    }))
+}
+
+fn control_token(args: &RunArgs) -> anyhow::Result<Option<String>> {
+    if let Some(path) = &args.control_token_file {
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("--control-token-file {}: cannot read", path.display()))?;
+        let token = token.trim().to_string();
+        anyhow::ensure!(
+            token.len() >= 16,
+            "--control-token-file: the token must be at least 16 characters"
+        );
+        return Ok(Some(token));
+    }
+    Ok(std::env::var("PERPS_BOT_CONTROL_TOKEN").ok().filter(|t| t.len() >= 16))
+}
+
+/// Default location of metrics.json (the reference's layout), used when no path is given.
+pub fn default_metrics_file(config: &BotConfig) -> PathBuf {
+    PathBuf::from(format!("var/data/perps_bot/{}/metrics.json", config.profile))
+}
+
+async fn run_with<B: Broker>(args: &RunArgs, config: BotConfig, broker: Arc<B>) -> anyhow::Result<()> {
+    let (stop_tx, mut stop) = watch::channel(false);
+    spawn_signal_handler(stop_tx.clone());
+    let identity = identity(args)?;
+    let instance = identity.as_ref().map_or(Instance::Prod, |i| i.instance);
+
+    let mut expected = vec![source::CONFIG, source::GUARDS];
+    if identity.is_some() {
+        expected.push(source::KUBERNETES);
+    }
+    if args.control_file.is_some() {
+        expected.push(source::CONTROL_FILE);
+    }
+    let mode = ModeHandle::new(&expected);
+    let config_mode = TradingMode::from_switches(config.reduce_only, false);
+    mode.set(
+        source::CONFIG,
+        config_mode,
+        if config.reduce_only {
+            "reduce-only by configuration"
+        } else {
+            "configuration"
+        },
+    );
+
+    let metrics = Arc::new(BotMetrics::new(
+        VERSION,
+        config.profile.as_str(),
+        instance.as_str(),
+        &config.symbols,
+    ));
+    let (acks_tx, acks_rx) = mpsc::channel(64);
+    let app = Arc::new(AppState {
+        metrics: metrics.clone(),
+        snapshot: RwLock::new(None),
+        vitals: RwLock::new(Vitals {
+            heartbeat: Instant::now(),
+            market_data_fresh: false,
+            lease_held: identity.is_none(),
+        }),
+        mode: mode.clone(),
+        acks: acks_tx.clone(),
+        control_token: control_token(args)?,
+        liveness_timeout: config.interval * 10 + Duration::from_secs(60),
+        started: Instant::now(),
+    });
+
+    let serve_http = !args.dev_fast || std::env::args().any(|a| a.starts_with("--metrics-addr"));
+    let mut server_task = None;
+    if serve_http {
+        let (bound, task) = server::serve(args.metrics_addr, app.clone(), stop.clone())
+            .await
+            .with_context(|| format!("--metrics-addr {}: cannot listen", args.metrics_addr))?;
+        tracing::info!(address = %bound, "serving /metrics, /metrics.json, /healthz, /readyz and /control");
+        server_task = Some(task);
+    }
+
+    let mut lease_rx: Option<watch::Receiver<LeaseState>> = None;
+    let mut lease_task = None;
+    let mut spec_guards = None;
+    if let Some(identity) = &identity {
+        let client = kube::Client::try_default()
+            .await
+            .context("cannot reach the Kubernetes API (needed with --tradingbot)")?;
+        let names = InstanceNames::new(&identity.bot, identity.instance);
+        let (holder, rx) = LeaseHolder::new(
+            client.clone(),
+            LeaseConfig::new(names.lease, &identity.namespace, &identity.holder),
+        );
+        lease_task = Some(tokio::spawn(holder.run(stop.clone())));
+        lease_rx = Some(rx);
+        let (guards_tx, guards_rx) = watch::channel(None);
+        spec_guards = Some(guards_rx);
+        tokio::spawn(control::kube::watch_tradingbot(
+            client,
+            identity.clone(),
+            mode.clone(),
+            guards_tx,
+            acks_tx.clone(),
+            stop.clone(),
+        ));
+        tracing::info!(tradingbot = %identity.bot, namespace = %identity.namespace, instance = %identity.instance, holder = %identity.holder, "managed by the operator: waiting for the identity Lease and the TradingBot");
+    }
+    if let Some(path) = &args.control_file {
+        tokio::spawn(control::file::watch(
+            path.clone(),
+            mode.clone(),
+            acks_tx.clone(),
+            stop.clone(),
+        ));
+    }
+
+    let executor = Arc::new(Executor::new(
+        broker.clone(),
+        mode.clone(),
+        lease_rx.clone(),
+        config.dry_run,
+        config.execution.enable_preview,
+    ));
+    tokio::spawn(enforce_mode_changes(executor.clone(), app.clone()));
+    if let Some(rx) = lease_rx.clone() {
+        tokio::spawn(track_lease(rx, app.clone()));
+    }
+
+    let metrics_file = args
+        .metrics_file
+        .clone()
+        .unwrap_or_else(|| default_metrics_file(&config));
+    let files = OutputFiles {
+        health: Some(metrics_file.with_file_name("health.json")),
+        state: Some(
+            args.state_file
+                .clone()
+                .unwrap_or_else(|| metrics_file.with_file_name("guard-state.json")),
+        ),
+        metrics: Some(metrics_file),
+    };
+    let cycles = if args.dev_fast {
+        Some(args.cycles.unwrap_or(1))
+    } else {
+        args.cycles
+    };
+    tracing::info!(profile = %config.profile, broker = broker.name(), symbols = config.symbols.len(), dry_run = config.dry_run, interval_ms = config.interval.as_millis() as u64, "perps-bot starting");
+    let parts = EngineParts {
+        client_id_prefix: identity
+            .as_ref()
+            .map_or_else(|| "pb".to_string(), |i| format!("{}-{}", i.bot, i.instance)),
+        config,
+        instance,
+        version: VERSION.to_string(),
+        broker,
+        executor,
+        mode,
+        app,
+        acks: acks_rx,
+        spec_guards,
+        files,
+        guards_enabled: !args.disable_guards,
+    };
+    let mut engine = Engine::start(parts, &mut stop).await?;
+    engine.run(cycles, &mut stop).await;
+    engine.shutdown(!args.keep_orders_on_exit).await;
+    let _ = stop_tx.send(true);
+    if let Some(task) = lease_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    if let Some(task) = server_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    tracing::info!("perps-bot stopped");
+    Ok(())
+}
+
+/// SIGTERM or SIGINT stop the loop (the engine then halts and cancels orders).
+fn spawn_signal_handler(stop: watch::Sender<bool>) {
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!(signal = "SIGTERM", "stopping: no new orders, cancelling open ones"),
+            _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "stopping: no new orders, cancelling open ones"),
+        }
+        let _ = stop.send(true);
+    });
+}
+
+/// Apply every mode change at once: metrics, a log event, and cancelling orders the new mode
+/// forbids (all of them when Halted, those that would not reduce when ReduceOnly).
+async fn enforce_mode_changes<B: Broker>(executor: Arc<Executor<B>>, app: Arc<AppState>) {
+    let mut rx = app.mode.subscribe();
+    let mut last = rx.borrow().clone();
+    app.metrics.set_mode(last.mode, last.known);
+    while rx.changed().await.is_ok() {
+        let now = rx.borrow_and_update().clone();
+        app.metrics.set_mode(now.mode, now.known);
+        if now.mode != last.mode {
+            tracing::warn!(event = "mode_changed", from = %last.mode, to = %now.mode, reason = %now.reason, "trading mode changed");
+        } else if now.known && !last.known {
+            tracing::info!(event = "mode_known", mode = %now.mode, reason = %now.reason, "trading mode known: trading may start");
+        }
+        if now.mode != TradingMode::Normal && now.mode != last.mode {
+            let account = executor.broker().account().await.ok();
+            let position = |s: &crate::domain::Symbol| account.as_ref().map(|a| a.position(s)).unwrap_or_default();
+            match executor
+                .cancel_open_orders(now.mode == TradingMode::ReduceOnly, position)
+                .await
+            {
+                Ok(n) if n > 0 => {
+                    tracing::info!(event = "orders_cancelled", count = n, mode = %now.mode, "open orders cancelled for the new mode")
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::error!(%error, "cancelling open orders for the new mode failed; retried next cycle")
+                }
+            }
+        }
+        last = now;
+    }
+}
+
+async fn track_lease(mut rx: watch::Receiver<LeaseState>, app: Arc<AppState>) {
+    let mut held = false;
+    loop {
+        let now_held = rx.borrow_and_update().is_held();
+        if now_held != held {
+            tracing::info!(
+                event = if now_held { "lease_acquired" } else { "lease_lost" },
+                "identity Lease {}",
+                if now_held { "acquired" } else { "not held: no orders" }
+            );
+            held = now_held;
+        }
+        app.metrics.lease_held.set(i64::from(now_held));
+        app.update_vitals(|v| v.lease_held = now_held);
+        // Expiry happens without a message: look again at least every second.
+        if tokio::time::timeout(Duration::from_secs(1), rx.changed())
+            .await
+            .is_ok_and(|r| r.is_err())
+        {
+            return;
+        }
+    }
+}
