@@ -1,0 +1,35 @@
+# TradingBot Operator. The two commands a new machine needs: `make demo` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+include tests/cluster/Makefile.inc
+
+.PHONY: help test demo demo-down crds fmt lint images bench
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/^[^:]*://' | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+test: ## Everything CI runs: lints, CRD check, unit tests and the real-cluster suites
+	tests/ci.sh
+
+demo: ## Bring up the cluster, operator, exchange simulator and sample bots, and show them
+	tests/demo/demo.sh
+
+demo-down: ## Remove everything `make demo` started
+	tests/demo/demo-down.sh
+
+crds: ## Regenerate crds/tradingbot.crd.yaml from the Rust types
+	$(CARGO) run -q -p tradingbot-crds --bin crdgen -- crds/tradingbot.crd.yaml
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+lint: ## rustfmt check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+images: ## Build the container images and load them into the local cluster
+	tests/images/build-images.sh
+
+bench: ## Benchmarks against their baselines (prints a table, writes docs/BENCHMARKS.md)
+	tests/bench/bench.sh

@@ -1,0 +1,20 @@
+//! The committed CRD YAML must be exactly what the Rust types generate (`make crds`).
+
+#[test]
+fn committed_crd_yaml_is_up_to_date() {
+    let path = test_harness::root().join(tradingbot_crds::CRD_YAML_PATH);
+    let committed = std::fs::read_to_string(&path).expect("the CRD YAML is committed");
+    assert!(
+        committed == tradingbot_crds::crd_yaml(),
+        "{} is stale: run `make crds` and commit the result",
+        path.display()
+    );
+}
+
+#[test]
+fn crd_uses_only_what_a_1_20_api_server_accepts() {
+    let yaml = tradingbot_crds::crd_yaml();
+    // CEL rules do not install on 1.20; cross-field rules live in the operator.
+    assert!(!yaml.contains("x-kubernetes-validations"));
+    assert!(yaml.contains("subresources:") && yaml.contains("status: {}"));
+}

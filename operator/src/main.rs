@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("tradingbot-operator: under construction");
+    std::process::exit(1);
+}

@@ -1,0 +1,340 @@
+//! Test support for suites that run against a real Kubernetes cluster.
+//!
+//! * [`cluster`] makes sure a cluster is reachable: the one named by `KUBECONFIG` when set,
+//!   otherwise the local cluster from `tests/cluster/` (started with `cluster-up.sh` if needed).
+//! * [`Cluster::namespace`] gives each test its own namespace, deleted when dropped.
+//! * [`Cluster::kubectl`] runs the cluster's kubectl (v1.20.2, matching the API server).
+//! * [`HostProcess`] runs a program on the host and kills it (by pid) when dropped.
+//! * [`eventually`] polls a condition with a generous deadline.
+
+use anyhow::{Context, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ObjectMeta, PostParams};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Where the local cluster keeps its state (see tests/cluster/lib.sh).
+pub const LOCAL_CLUSTER_DIR: &str = "/var/tmp/tradingbot-cluster";
+/// The bridge gateway: how pods reach processes on the host.
+pub const HOST_FROM_PODS: &str = "10.88.0.1";
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root exists")
+}
+
+fn cluster_dir() -> PathBuf {
+    std::env::var_os("TB_CLUSTER_DIR").map_or_else(|| PathBuf::from(LOCAL_CLUSTER_DIR), PathBuf::from)
+}
+
+/// A reachable cluster.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub kubeconfig: PathBuf,
+    pub kubectl_path: PathBuf,
+}
+
+static ENSURED: OnceLock<Result<Cluster, String>> = OnceLock::new();
+
+/// The cluster tests run on; started once per test binary when it is not up.
+pub fn cluster() -> Cluster {
+    ENSURED
+        .get_or_init(|| ensure_cluster().map_err(|e| format!("{e:#}")))
+        .clone()
+        .unwrap_or_else(|e| panic!("no Kubernetes cluster for the tests: {e}"))
+}
+
+fn ensure_cluster() -> anyhow::Result<Cluster> {
+    if let Some(kubeconfig) = std::env::var_os("KUBECONFIG")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        && kubeconfig != cluster_dir().join("kubeconfig")
+    {
+        let kubectl = which_kubectl();
+        let cluster = Cluster {
+            kubeconfig,
+            kubectl_path: kubectl,
+        };
+        cluster
+            .kubectl_result(&["get", "--raw", "/readyz"])
+            .context("KUBECONFIG names a cluster that is not ready")?;
+        return Ok(cluster);
+    }
+    let dir = cluster_dir();
+    let cluster = Cluster {
+        kubeconfig: dir.join("kubeconfig"),
+        kubectl_path: dir.join("bin/kubectl"),
+    };
+    if cluster.kubectl_result(&["get", "--raw", "/readyz"]).is_err() {
+        let script = root().join("tests/cluster/cluster-up.sh");
+        let status = Command::new(&script)
+            .status()
+            .with_context(|| format!("running {}", script.display()))?;
+        if !status.success() {
+            bail!("{} failed ({status})", script.display());
+        }
+    }
+    Ok(cluster)
+}
+
+fn which_kubectl() -> PathBuf {
+    let local = cluster_dir().join("bin/kubectl");
+    if local.exists() {
+        local
+    } else {
+        PathBuf::from("kubectl")
+    }
+}
+
+impl Cluster {
+    /// A kube client for this cluster (make one per test: clients belong to a runtime).
+    pub async fn client(&self) -> kube::Client {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("readable kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("usable kubeconfig");
+        kube::Client::try_from(config).expect("a client")
+    }
+
+    /// Run kubectl; `Err` carries stderr when it exits non-zero.
+    pub fn kubectl_result(&self, args: &[&str]) -> anyhow::Result<String> {
+        let output = self.kubectl_output(args, None)?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            bail!(
+                "kubectl {} failed: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr),
+                String::from_utf8_lossy(&output.stdout)
+            )
+        }
+    }
+
+    /// Run kubectl with `stdin` as input (e.g. `apply -f -`).
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> anyhow::Result<String> {
+        let output = self.kubectl_output(args, Some(stdin))?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            bail!(
+                "kubectl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            )
+        }
+    }
+
+    /// Run kubectl and panic with its output when it fails.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        self.kubectl_result(args).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    fn kubectl_output(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
+        let mut command = Command::new(&self.kubectl_path);
+        command
+            .env("KUBECONFIG", &self.kubeconfig)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if stdin.is_some() {
+            command.stdin(Stdio::piped());
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("running {}", self.kubectl_path.display()))?;
+        if let Some(text) = stdin {
+            use std::io::Write;
+            child.stdin.take().expect("piped stdin").write_all(text.as_bytes())?;
+        }
+        Ok(child.wait_with_output()?)
+    }
+
+    /// Install (or update) the TradingBot CRD from the committed YAML and wait until served.
+    pub fn install_crd(&self) {
+        let path = root().join("crds/tradingbot.crd.yaml");
+        self.kubectl(&["apply", "-f", path.to_str().expect("utf-8 path")]);
+        self.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/tradingbots.trading.gpttrader.io",
+        ]);
+    }
+
+    /// A fresh namespace for one test, deleted when the returned value is dropped.
+    pub async fn namespace(&self, prefix: &str) -> TestNamespace {
+        let client = self.client().await;
+        let suffix: u32 = rand::random();
+        let name = format!(
+            "t-{}-{:06x}",
+            prefix.chars().take(30).collect::<String>(),
+            suffix & 0xff_ffff
+        );
+        let api: Api<Namespace> = Api::all(client);
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some([("tradingbot-test".to_string(), "true".to_string())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        api.create(&PostParams::default(), &namespace)
+            .await
+            .expect("namespace created");
+        // The namespace's default ServiceAccount is made asynchronously; pods need it.
+        let sa = "serviceaccount/default";
+        eventually(Duration::from_secs(60), "default ServiceAccount", || {
+            let ok = self.kubectl_result(&["-n", &name, "get", sa]).is_ok();
+            async move { ok.then_some(()) }
+        })
+        .await;
+        TestNamespace {
+            name,
+            cluster: self.clone(),
+        }
+    }
+
+    /// Image tags loaded by `tests/images/build-images.sh`; panics with how to fix it if absent.
+    pub fn require_images(&self) {
+        let list = root().join("target/images/images.txt");
+        let text = std::fs::read_to_string(&list).unwrap_or_default();
+        assert!(
+            text.contains("perps-bot:dev") && text.contains("tradingbot-operator:dev"),
+            "the container images are not built/loaded: run `make images` (or `make test`)"
+        );
+    }
+}
+
+/// A namespace owned by one test.
+pub struct TestNamespace {
+    pub name: String,
+    cluster: Cluster,
+}
+
+impl TestNamespace {
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// kubectl in this namespace.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        self.cluster.kubectl(&all)
+    }
+
+    pub fn kubectl_result(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        self.cluster.kubectl_result(&all)
+    }
+
+    /// `kubectl apply -f -` of a YAML document in this namespace.
+    pub fn apply(&self, yaml: &str) -> anyhow::Result<String> {
+        self.cluster
+            .kubectl_stdin(&["-n", &self.name, "apply", "-f", "-"], yaml)
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        if std::env::var_os("KEEP_TEST_NAMESPACES").is_some() {
+            eprintln!("keeping namespace {}", self.name);
+            return;
+        }
+        // Do not wait: deletion of pods takes their grace period.
+        let _ = self
+            .cluster
+            .kubectl_result(&["delete", "namespace", &self.name, "--wait=false"]);
+    }
+}
+
+/// Poll `check` every 200 ms until it yields `Some`, or panic after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A program running on the host for the duration of a test; killed (by pid) when dropped.
+pub struct HostProcess {
+    child: std::process::Child,
+    pub name: String,
+}
+
+impl HostProcess {
+    /// Start `program` with `args`; its stdout/stderr go to `target/test-logs/<name>.log`.
+    pub fn start(name: &str, program: &Path, args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let logs = root().join("target/test-logs");
+        std::fs::create_dir_all(&logs)?;
+        let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
+        let child = Command::new(program)
+            .args(args)
+            .envs(envs.iter().copied())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        Ok(Self {
+            child,
+            name: name.to_string(),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send a signal (e.g. `libc::SIGTERM`).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) with a pid we spawned.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    /// Wait for exit up to `timeout`; `None` if still running.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(root().join(format!("target/test-logs/{}.log", self.name))).unwrap_or_default()
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
