@@ -137,7 +137,7 @@ pub struct RunArgs {
     #[arg(long, global = true, env = "TRADING_SYMBOLS", num_args = 1.., value_delimiter = ',')]
     pub symbols: Option<Vec<String>>,
     /// Seconds between cycles.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "PERPS_BOT_INTERVAL")]
     pub interval: Option<Decimal>,
     /// Target leverage for perpetual entries.
     #[arg(long, global = true)]

@@ -9,6 +9,7 @@ pub mod bot_metrics;
 pub mod decimal;
 pub mod guards;
 pub mod lease;
+pub mod managed_config;
 pub mod mode;
 pub mod names;
 pub mod spec;

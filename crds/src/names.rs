@@ -22,6 +22,8 @@ pub const ANNOTATION_ACK_TRIP: &str = "trading.gpttrader.io/ack-trip";
 pub const ANNOTATION_POD_TEMPLATE_HASH: &str = "trading.gpttrader.io/pod-template-hash";
 /// The version (image) a bot pod runs.
 pub const ANNOTATION_VERSION: &str = "trading.gpttrader.io/version";
+/// Hash of what the operator last applied to a child: unchanged hash, nothing to write.
+pub const ANNOTATION_DESIRED_HASH: &str = "trading.gpttrader.io/desired-hash";
 
 /// The container port name of the bot's metrics endpoint.
 pub const METRICS_PORT_NAME: &str = "metrics";
@@ -47,8 +49,13 @@ pub mod env {
     pub const ENABLE_DERIVATIVES: &str = "COINBASE_ENABLE_DERIVATIVES";
     pub const API_BASE: &str = "COINBASE_API_BASE";
     pub const WS_URL: &str = "COINBASE_WS_URL";
+    pub const METRICS_ADDR: &str = "PERPS_BOT_METRICS_ADDR";
+    pub const METRICS_FILE: &str = "PERPS_BOT_METRICS_FILE";
+    pub const STATE_FILE: &str = "PERPS_BOT_STATE_FILE";
+    /// The version the bot reports in `perps_bot_build_info` (the image it runs).
+    pub const VERSION: &str = "PERPS_BOT_VERSION";
     /// Variables a user may not set through `spec.env`: the operator owns them.
-    pub const RESERVED: [&str; 10] = [
+    pub const RESERVED: [&str; 14] = [
         BOT_NAME,
         BOT_NAMESPACE,
         BOT_INSTANCE,
@@ -59,6 +66,10 @@ pub mod env {
         ENABLE_DERIVATIVES,
         API_BASE,
         WS_URL,
+        METRICS_ADDR,
+        METRICS_FILE,
+        STATE_FILE,
+        VERSION,
     ];
 }
 

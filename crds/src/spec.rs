@@ -398,6 +398,11 @@ pub struct MetricsSpec {
     #[serde(default = "default_scrape_interval")]
     #[schemars(range(min = 1, max = 3600))]
     pub scrape_interval_seconds: u32,
+    /// A bot whose metrics cannot be scraped for this long is treated like stale market data
+    /// (its `marketDataStalenessSeconds` levels apply) and reported.
+    #[serde(default = "default_unreachable_after")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub unreachable_after_seconds: u32,
     #[serde(default)]
     pub service_monitor: ServiceMonitorSpec,
 }
@@ -407,9 +412,14 @@ impl Default for MetricsSpec {
         Self {
             port: default_metrics_port(),
             scrape_interval_seconds: default_scrape_interval(),
+            unreachable_after_seconds: default_unreachable_after(),
             service_monitor: ServiceMonitorSpec::default(),
         }
     }
+}
+
+fn default_unreachable_after() -> u32 {
+    30
 }
 
 pub const DEFAULT_METRICS_PORT: u16 = 9102;

@@ -1,4 +1,182 @@
-fn main() {
-    eprintln!("tradingbot-operator: under construction");
-    std::process::exit(1);
+//! `tradingbot-operator`: one process; with `--leader-election`, several replicas can run and
+//! only the Lease holder reconciles (hand-over on shutdown releases the Lease).
+
+use anyhow::Context as _;
+use clap::Parser;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+use tradingbot_crds::lease::{LeaseConfig, LeaseHolder};
+use tradingbot_operator::cli::{Args, LogFormat, Settings};
+use tradingbot_operator::controller;
+use tradingbot_operator::http::{self, Health};
+use tradingbot_operator::metrics::OperatorMetrics;
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime::controller=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("tradingbot-operator: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("tradingbot-operator: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot reach the Kubernetes API")?;
+    let served = client
+        .list_api_group_resources("trading.gpttrader.io/v1alpha1")
+        .await
+        .is_ok_and(|list| list.resources.iter().any(|r| r.name == "tradingbots"));
+    anyhow::ensure!(
+        served,
+        "the TradingBot CRD is not installed (kubectl apply -f crds/tradingbot.crd.yaml)"
+    );
+
+    let (stop_tx, stop) = watch::channel(false);
+    spawn_signal_handler(stop_tx.clone());
+    let metrics = Arc::new(OperatorMetrics::new());
+    let synced = Arc::new(AtomicBool::new(false));
+    let leading = Arc::new(AtomicBool::new(!args.leader_election));
+    let health = Arc::new(Health {
+        metrics: metrics.clone(),
+        synced: synced.clone(),
+        leading: leading.clone(),
+    });
+    http::serve(args.metrics_addr, health, stop.clone())
+        .await
+        .with_context(|| format!("--metrics-addr {}: cannot listen", args.metrics_addr))?;
+
+    let identity = args
+        .pod_name
+        .clone()
+        .unwrap_or_else(|| format!("operator-{}", std::process::id()));
+    let suffix: u32 = rand::random();
+    let mut lease_task = None;
+    if args.leader_election {
+        let namespace = args
+            .leader_election_namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let config = LeaseConfig::new(
+            &args.leader_election_lease,
+            &namespace,
+            format!("{identity}-{suffix:08x}"),
+        );
+        let (holder, mut lease) = LeaseHolder::new(client.clone(), config);
+        lease_task = Some(tokio::spawn(holder.run(stop.clone())));
+        tracing::info!(lease = %args.leader_election_lease, %namespace, "standby: waiting to become the leader");
+        let mut waiting = stop.clone();
+        loop {
+            if lease.borrow_and_update().is_held() {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = lease.changed() => {}
+                _ = waiting.changed() => return Ok(()),
+            }
+        }
+        leading.store(true, Ordering::Relaxed);
+        metrics.leader.set(1);
+        tracing::info!("leading: reconciling");
+        // Losing the Lease means another replica may take over: stop at once.
+        let stop_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if !lease.borrow().is_held() {
+                    tracing::error!("leadership lost: stopping so another replica can lead");
+                    let _ = stop_tx.send(true);
+                    std::process::exit(1);
+                }
+            }
+        });
+    } else {
+        metrics.leader.set(1);
+    }
+
+    let settings = Settings::from(&args);
+    let listed: Vec<String> = args
+        .namespaces
+        .iter()
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .collect();
+    let namespaces: Vec<Option<String>> = if listed.is_empty() {
+        vec![None]
+    } else {
+        listed.into_iter().map(Some).collect()
+    };
+    let mut controllers = Vec::new();
+    for namespace in namespaces {
+        controllers.push(tokio::spawn(controller::run(
+            client.clone(),
+            namespace,
+            settings.clone(),
+            metrics.clone(),
+            Duration::from_secs(args.scrape_timeout_seconds),
+            args.concurrency,
+            identity.clone(),
+            stop.clone(),
+            synced.clone(),
+        )));
+    }
+    for controller in controllers {
+        let _ = controller.await;
+    }
+    let _ = stop_tx.send(true);
+    if let Some(task) = lease_task {
+        // Releasing the Lease lets a standby take over without waiting for it to expire.
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn spawn_signal_handler(stop: watch::Sender<bool>) {
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("shutting down: finishing reconciles and handing over");
+        let _ = stop.send(true);
+    });
 }

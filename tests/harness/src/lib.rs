@@ -338,3 +338,202 @@ impl Drop for HostProcess {
         }
     }
 }
+
+/// The python of the project's venv (with helm-python-sdk), created on first use.
+pub fn python() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let script = root().join("tests/cluster/python-env.sh");
+            let output = Command::new(&script)
+                .output()
+                .expect("tests/cluster/python-env.sh runs");
+            assert!(
+                output.status.success(),
+                "python-env.sh failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            PathBuf::from(
+                String::from_utf8_lossy(&output.stdout)
+                    .trim()
+                    .lines()
+                    .last()
+                    .unwrap_or_default(),
+            )
+        })
+        .clone()
+}
+
+/// Render the Helm chart (real Helm via helm-python-sdk) into one YAML stream.
+pub fn render_chart(release: &str, namespace: &str, values: &serde_json::Value) -> String {
+    let output = Command::new(python())
+        .arg(root().join("tests/chart/render.py"))
+        .args([
+            "--name",
+            release,
+            "--namespace",
+            namespace,
+            "--values-json",
+            &values.to_string(),
+        ])
+        .output()
+        .expect("render.py runs");
+    assert!(
+        output.status.success(),
+        "chart render failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// An operator deployed from the chart into a test namespace, watching only that namespace.
+pub struct OperatorDeployment {
+    pub release: String,
+    pub namespace: String,
+}
+
+impl TestNamespace {
+    /// Deploy the operator with the chart (CRDs not templated: the test installs them), watching
+    /// this namespace; `values` are merged over the defaults. Waits until it is ready.
+    pub fn deploy_operator(&self, values: serde_json::Value) -> OperatorDeployment {
+        let mut merged = serde_json::json!({
+            "watchNamespaces": [self.name],
+            "crds": {"install": false},
+            "image": {"repository": "tradingbot-operator", "tag": "dev", "pullPolicy": "Never"},
+            "botImage": "perps-bot:dev",
+            "botImagePullPolicy": "Never",
+            "logFormat": "json",
+        });
+        merge_json(&mut merged, values);
+        let manifests = render_chart("tbo", &self.name, &merged);
+        self.apply(&manifests).expect("operator manifests apply");
+        let deployment = OperatorDeployment {
+            release: "tbo".into(),
+            namespace: self.name.clone(),
+        };
+        self.kubectl(&[
+            "rollout",
+            "status",
+            "deployment/tbo-tradingbot-operator",
+            "--timeout=180s",
+        ]);
+        deployment
+    }
+
+    /// Names of pods matching a label selector.
+    pub fn pods(&self, selector: &str) -> Vec<String> {
+        self.kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            selector,
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+    }
+
+    /// SIGKILL the first container of a pod through containerd (the pod itself stays; the
+    /// kubelet restarts the container).
+    pub fn kill_container(&self, pod: &str) {
+        let id = self.kubectl(&[
+            "get",
+            "pod",
+            pod,
+            "-o",
+            "jsonpath={.status.containerStatuses[0].containerID}",
+        ]);
+        let id = id.trim().trim_start_matches("containerd://");
+        assert!(!id.is_empty(), "pod {pod} has no running container");
+        let socket = cluster_dir().join("containerd/containerd.sock");
+        let status = Command::new("ctr")
+            .args([
+                "--address",
+                socket.to_str().unwrap_or_default(),
+                "-n",
+                "k8s.io",
+                "tasks",
+                "kill",
+                "--signal",
+                "SIGKILL",
+                id,
+            ])
+            .status()
+            .expect("ctr runs");
+        assert!(status.success(), "ctr tasks kill failed for {pod}");
+    }
+
+    /// Events (events.k8s.io) about `name` in this namespace as (type, reason, note).
+    pub fn events_for(&self, name: &str) -> Vec<(String, String, String)> {
+        let json = self.kubectl(&["get", "events.v1.events.k8s.io", "-o", "json"]);
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+        value["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter(|e| e["regarding"]["name"] == name)
+                    .map(|e| {
+                        (
+                            e["type"].as_str().unwrap_or_default().to_string(),
+                            e["reason"].as_str().unwrap_or_default().to_string(),
+                            e["note"].as_str().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A TradingBot as JSON.
+    pub fn tradingbot(&self, name: &str) -> serde_json::Value {
+        serde_json::from_str(&self.kubectl(&["get", "tb", name, "-o", "json"])).expect("TradingBot JSON")
+    }
+}
+
+/// Merge `overlay` into `base` (objects recursively, anything else replaced).
+pub fn merge_json(base: &mut serde_json::Value, overlay: serde_json::Value) {
+    match (base, overlay) {
+        (serde_json::Value::Object(base), serde_json::Value::Object(overlay)) => {
+            for (key, value) in overlay {
+                merge_json(base.entry(key).or_insert(serde_json::Value::Null), value);
+            }
+        }
+        (base, overlay) => *base = overlay,
+    }
+}
+
+/// Write requests (create/update/patch/delete) in the API server's audit log by users whose
+/// name starts with `user_prefix`, received at or after `since` (RFC 3339), as
+/// (verb, resource, name) triples.
+pub fn audited_writes(user_prefix: &str, since: &str) -> Vec<(String, String, String)> {
+    let path = cluster_dir().join("logs/audit.log");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|e| {
+            e["user"]["username"]
+                .as_str()
+                .is_some_and(|u| u.starts_with(user_prefix))
+        })
+        .filter(|e| e["requestReceivedTimestamp"].as_str().is_some_and(|t| t >= since))
+        .map(|e| {
+            (
+                e["verb"].as_str().unwrap_or_default().to_string(),
+                e["objectRef"]["resource"].as_str().unwrap_or_default().to_string(),
+                e["objectRef"]["name"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Now as the audit log writes timestamps (RFC 3339, UTC, microseconds).
+pub fn audit_now() -> String {
+    let output = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%S.%6NZ"])
+        .output()
+        .expect("date runs");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}

@@ -1,0 +1,69 @@
+{{- define "tbo.name" -}}tradingbot-operator{{- end }}
+
+{{- define "tbo.fullname" -}}
+{{- if contains "tradingbot-operator" .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-tradingbot-operator" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end }}
+
+{{- define "tbo.labels" -}}
+app.kubernetes.io/name: {{ include "tbo.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end }}
+
+{{- define "tbo.selector" -}}
+app.kubernetes.io/name: {{ include "tbo.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "tbo.leaderElection" -}}
+{{- $v := toString .Values.leaderElection.enabled -}}
+{{- if eq $v "auto" -}}{{- if gt (int .Values.replicaCount) 1 -}}true{{- else -}}false{{- end -}}{{- else -}}{{ $v }}{{- end -}}
+{{- end }}
+
+{{/* Rules the operator needs in every namespace it manages (Role or ClusterRole). */}}
+{{- define "tbo.rules" -}}
+# Read and follow TradingBots; add and remove the halt-before-delete finalizer.
+- apiGroups: ["trading.gpttrader.io"]
+  resources: ["tradingbots"]
+  verbs: ["get", "list", "watch", "patch"]
+# Write status (mode, trips, rollout, conditions): the only place operator decisions live.
+- apiGroups: ["trading.gpttrader.io"]
+  resources: ["tradingbots/status"]
+  verbs: ["get", "patch"]
+# Bot pods: created, and stopped before a replacement starts.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+# Children: rendered bot config, metrics Services, the bots' ServiceAccounts.
+- apiGroups: [""]
+  resources: ["configmaps", "services", "serviceaccounts"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Existence checks of credential Secrets. The operator requests metadata only and never reads
+# values, but RBAC cannot grant less than get.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+# Each bot's least-privilege Role and RoleBinding.
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Bots' identity Leases (granted to bots, so the operator must hold these verbs) and the
+# operator's own leader election Lease.
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "create", "update"]
+# Events for every decision a human would want to see.
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+# ServiceMonitors for bots that ask for one (only used when the CRD exists).
+- apiGroups: ["monitoring.coreos.com"]
+  resources: ["servicemonitors"]
+  verbs: ["get", "create", "patch", "delete"]
+{{- end }}

@@ -1,0 +1,107 @@
+//! The operator's flags (each also readable from the environment, as the chart sets them).
+
+use clap::{Parser, ValueEnum};
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "tradingbot-operator",
+    version,
+    about = "Runs and guards TradingBots: bot pods, guard enforcement, canary rollouts"
+)]
+pub struct Args {
+    /// Namespaces to watch (repeat or comma-separate); all namespaces when omitted.
+    #[arg(long = "namespace", env = "WATCH_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+
+    /// Bot image used when a TradingBot does not name one.
+    #[arg(long, env = "BOT_IMAGE", default_value = "perps-bot:dev")]
+    pub bot_image: String,
+
+    /// imagePullPolicy of bot pods.
+    #[arg(long, env = "BOT_IMAGE_PULL_POLICY", default_value = "IfNotPresent")]
+    pub bot_image_pull_policy: String,
+
+    /// Exchange REST base URL for bots that do not set `exchange.apiBaseUrl` (e.g. a simulator);
+    /// unset means Coinbase.
+    #[arg(long, env = "DEFAULT_API_BASE_URL")]
+    pub default_api_base_url: Option<String>,
+
+    /// Market data WebSocket URL for bots that do not set `exchange.wsUrl`.
+    #[arg(long, env = "DEFAULT_WS_URL")]
+    pub default_ws_url: Option<String>,
+
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+
+    /// Elect a leader through a Lease so several replicas can run (only the leader reconciles).
+    #[arg(long, env = "LEADER_ELECTION", num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub leader_election: bool,
+
+    #[arg(long, env = "LEADER_ELECTION_LEASE", default_value = "tradingbot-operator-leader")]
+    pub leader_election_lease: String,
+
+    /// Namespace of the leader Lease (defaults to the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+
+    /// This replica's identity (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// How long a scrape of a bot's /metrics may take.
+    #[arg(long, env = "SCRAPE_TIMEOUT_SECONDS", default_value_t = 3)]
+    pub scrape_timeout_seconds: u64,
+
+    /// Reconciles running at once.
+    #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+
+    /// How long a deleted TradingBot's bot gets to report Halted before its pod is removed anyway.
+    #[arg(long, env = "HALT_TIMEOUT_SECONDS", default_value_t = 60)]
+    pub halt_timeout_seconds: u64,
+}
+
+/// Settings the reconciler reads (the parts of [`Args`] it needs).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bot_image: String,
+    pub bot_image_pull_policy: String,
+    pub default_api_base_url: Option<String>,
+    pub default_ws_url: Option<String>,
+    pub halt_timeout: std::time::Duration,
+}
+
+impl From<&Args> for Settings {
+    fn from(args: &Args) -> Self {
+        Self {
+            bot_image: args.bot_image.clone(),
+            bot_image_pull_policy: args.bot_image_pull_policy.clone(),
+            default_api_base_url: args.default_api_base_url.clone(),
+            default_ws_url: args.default_ws_url.clone(),
+            halt_timeout: std::time::Duration::from_secs(args.halt_timeout_seconds),
+        }
+    }
+}
+
+impl Settings {
+    pub fn for_tests() -> Self {
+        Self {
+            bot_image: "perps-bot:dev".into(),
+            bot_image_pull_policy: "IfNotPresent".into(),
+            default_api_base_url: None,
+            default_ws_url: None,
+            halt_timeout: std::time::Duration::from_secs(60),
+        }
+    }
+}

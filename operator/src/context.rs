@@ -1,0 +1,85 @@
+//! What every reconciliation shares: the client, settings, caches of children, the scraper,
+//! the event publisher, metrics and the little in-memory state guards need between scrapes.
+
+use crate::cli::Settings;
+use crate::events::EventPublisher;
+use crate::metrics::OperatorMetrics;
+use crate::scrape::Scraper;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::Client;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::Store;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tradingbot_crds::guards::HealthyStreaks;
+
+/// Caches of the operator's children (label-selected), fed by the controller's watches.
+/// Children other than pods are cached as metadata only (their desired-hash annotation says
+/// whether they need writing).
+#[derive(Clone)]
+pub struct Stores {
+    pub pods: Store<Pod>,
+    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
+    pub services: Store<PartialObjectMeta<Service>>,
+    pub service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
+    pub roles: Store<PartialObjectMeta<Role>>,
+    pub role_bindings: Store<PartialObjectMeta<RoleBinding>>,
+}
+
+/// Per-bot memory that need not survive a restart (it only delays an automatic resume).
+#[derive(Default)]
+pub struct BotMemory {
+    pub streaks: HealthyStreaks,
+    pub last_seq_prod: u64,
+    pub last_seq_canary: u64,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub events: EventPublisher,
+    pub metrics: Arc<OperatorMetrics>,
+    pub scraper: Arc<Scraper>,
+    pub stores: Stores,
+    pub service_monitor_api: Arc<AtomicBool>,
+    memory: Mutex<HashMap<String, BotMemory>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        events: EventPublisher,
+        metrics: Arc<OperatorMetrics>,
+        scraper: Arc<Scraper>,
+        stores: Stores,
+        service_monitor_api: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            client,
+            settings,
+            events,
+            metrics,
+            scraper,
+            stores,
+            service_monitor_api,
+            memory: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn service_monitors_available(&self) -> bool {
+        self.service_monitor_api.load(Ordering::Relaxed)
+    }
+
+    /// Run `f` with the bot's memory (keyed by uid).
+    pub fn with_memory<T>(&self, uid: &str, f: impl FnOnce(&mut BotMemory) -> T) -> T {
+        let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        f(memory.entry(uid.to_string()).or_default())
+    }
+
+    pub fn forget(&self, uid: &str) {
+        self.memory.lock().unwrap_or_else(|p| p.into_inner()).remove(uid);
+    }
+}

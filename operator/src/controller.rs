@@ -1,0 +1,183 @@
+//! Wiring the reconciler into kube-runtime: watches of TradingBots and of the operator's
+//! children (metadata-only where that is enough), scrape results and ServiceMonitor API
+//! availability as extra triggers.
+
+use crate::cli::Settings;
+use crate::context::{Context, Stores};
+use crate::events::EventPublisher;
+use crate::metrics::OperatorMetrics;
+use crate::reconcile::{error_policy, reconcile};
+use crate::scrape::Scraper;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_stream_shim::UnboundedReceiverStream;
+use tradingbot_crds::TradingBot;
+use tradingbot_crds::names::{LABEL_MANAGED_BY, MANAGED_BY};
+
+/// `tokio_stream::wrappers::UnboundedReceiverStream` without the extra crate.
+mod tokio_stream_shim {
+    use futures::Stream;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use tokio::sync::mpsc::UnboundedReceiver;
+
+    pub struct UnboundedReceiverStream<T>(pub UnboundedReceiver<T>);
+
+    impl<T> Stream for UnboundedReceiverStream<T> {
+        type Item = T;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+            self.0.poll_recv(cx)
+        }
+    }
+}
+
+fn managed() -> watcher::Config {
+    watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"))
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// A reflector store of `K` and the stream that feeds it (to trigger owners).
+fn reflect<K>(api: Api<K>) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, managed()))
+        .default_backoff()
+        .touched_objects();
+    (store, stream)
+}
+
+/// Run the controller for one namespace (or all) until `shutdown` fires.
+pub async fn run(
+    client: Client,
+    namespace: Option<String>,
+    settings: Settings,
+    metrics: Arc<OperatorMetrics>,
+    scrape_timeout: Duration,
+    concurrency: u16,
+    instance: String,
+    mut shutdown: watch::Receiver<bool>,
+    synced: Arc<AtomicBool>,
+) {
+    let ns = namespace.as_deref();
+    let (pods, pod_events) = reflect(scoped::<Pod>(&client, ns));
+    let (config_maps, cm_events) = reflect(scoped::<PartialObjectMeta<ConfigMap>>(&client, ns));
+    let (services, svc_events) = reflect(scoped::<PartialObjectMeta<Service>>(&client, ns));
+    let (service_accounts, sa_events) = reflect(scoped::<PartialObjectMeta<ServiceAccount>>(&client, ns));
+    let (roles, role_events) = reflect(scoped::<PartialObjectMeta<Role>>(&client, ns));
+    let (role_bindings, rb_events) = reflect(scoped::<PartialObjectMeta<RoleBinding>>(&client, ns));
+    let stores = Stores {
+        pods: pods.clone(),
+        config_maps: config_maps.clone(),
+        services: services.clone(),
+        service_accounts: service_accounts.clone(),
+        roles: roles.clone(),
+        role_bindings: role_bindings.clone(),
+    };
+    let (scraper, scrape_triggers) = Scraper::new(scrape_timeout, metrics.clone());
+    let monitor_api = Arc::new(AtomicBool::new(false));
+    let (monitor_tx, monitor_rx) = mpsc::unbounded_channel();
+    tokio::spawn(watch_service_monitor_api(
+        client.clone(),
+        monitor_api.clone(),
+        monitor_tx,
+        shutdown.clone(),
+    ));
+    let context = Arc::new(Context::new(
+        client.clone(),
+        settings,
+        EventPublisher::new(client.clone(), instance),
+        metrics,
+        scraper,
+        stores,
+        monitor_api,
+    ));
+    let bots = scoped::<TradingBot>(&client, ns);
+    let controller = Controller::new(bots, watcher::Config::default())
+        .owns_stream(pod_events)
+        .owns_stream(cm_events)
+        .owns_stream(svc_events)
+        .owns_stream(sa_events)
+        .owns_stream(role_events)
+        .owns_stream(rb_events)
+        .reconcile_on(UnboundedReceiverStream(scrape_triggers))
+        .reconcile_all_on(UnboundedReceiverStream(monitor_rx))
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        });
+    let bot_store = controller.store();
+    tokio::spawn(async move {
+        let _ = futures::join!(
+            pods.wait_until_ready(),
+            config_maps.wait_until_ready(),
+            services.wait_until_ready(),
+            service_accounts.wait_until_ready(),
+            roles.wait_until_ready(),
+            role_bindings.wait_until_ready(),
+            bot_store.wait_until_ready(),
+        );
+        synced.store(true, Ordering::Relaxed);
+        tracing::info!("caches synced");
+    });
+    tracing::info!(namespace = ns.unwrap_or("(all)"), "controller started");
+    controller
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile request failed");
+            }
+        })
+        .await;
+    tracing::info!("controller stopped");
+}
+
+/// Watch for the ServiceMonitor API appearing or disappearing (checked every 30 s); when it
+/// appears, every bot is reconciled so wanted ServiceMonitors get created.
+async fn watch_service_monitor_api(
+    client: Client,
+    available: Arc<AtomicBool>,
+    reconcile_all: mpsc::UnboundedSender<()>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let now = client
+            .list_api_group_resources("monitoring.coreos.com/v1")
+            .await
+            .is_ok_and(|list| list.resources.iter().any(|r| r.name == "servicemonitors"));
+        if available.swap(now, Ordering::Relaxed) != now {
+            tracing::info!(
+                available = now,
+                "ServiceMonitor API (monitoring.coreos.com/v1) availability changed"
+            );
+            let _ = reconcile_all.send(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}

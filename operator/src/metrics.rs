@@ -1,0 +1,195 @@
+//! The operator's own Prometheus metrics.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tradingbot_crds::TradingMode;
+use tradingbot_crds::status::{Phase, RolloutPhase};
+
+pub struct OperatorMetrics {
+    registry: Registry,
+    pub reconciliations: IntCounterVec,
+    pub reconcile_errors: IntCounterVec,
+    pub reconcile_duration: Histogram,
+    pub bots: IntGaugeVec,
+    pub guard_trips: IntCounterVec,
+    pub scrape_failures: IntCounterVec,
+    pub scrape_duration: Histogram,
+    pub rollout_phase: IntGaugeVec,
+    pub rollouts_started: IntCounter,
+    pub rollouts_promoted: IntCounter,
+    pub rollouts_aborted: IntCounter,
+    pub writes: IntCounterVec,
+    pub leader: IntGauge,
+    index: Mutex<HashMap<(String, String), (TradingMode, Phase, RolloutPhase)>>,
+}
+
+impl Default for OperatorMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OperatorMetrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        macro_rules! reg {
+            ($metric:expr) => {{
+                let metric = $metric.expect("valid metric");
+                registry
+                    .register(Box::new(metric.clone()))
+                    .expect("unique metric");
+                metric
+            }};
+        }
+        let seconds = vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+        Self {
+            reconciliations: reg!(IntCounterVec::new(
+                Opts::new(
+                    "tradingbot_operator_reconciliations_total",
+                    "Reconciliations by result (ok, error)."
+                ),
+                &["result"]
+            )),
+            reconcile_errors: reg!(IntCounterVec::new(
+                Opts::new(
+                    "tradingbot_operator_reconcile_errors_total",
+                    "Failed reconciliations by reason."
+                ),
+                &["reason"]
+            )),
+            reconcile_duration: reg!(Histogram::with_opts(
+                HistogramOpts::new(
+                    "tradingbot_operator_reconcile_duration_seconds",
+                    "Time one reconciliation takes."
+                )
+                .buckets(seconds.clone())
+            )),
+            bots: reg!(IntGaugeVec::new(
+                Opts::new("tradingbot_operator_bots", "TradingBots by effective mode and phase."),
+                &["mode", "phase"]
+            )),
+            guard_trips: reg!(IntCounterVec::new(
+                Opts::new(
+                    "tradingbot_operator_guard_trips_total",
+                    "Guard trips latched by the operator, by guard and level."
+                ),
+                &["guard", "level"]
+            )),
+            scrape_failures: reg!(IntCounterVec::new(
+                Opts::new(
+                    "tradingbot_operator_scrape_failures_total",
+                    "Failed scrapes of bot metrics."
+                ),
+                &["namespace", "tradingbot"]
+            )),
+            scrape_duration: reg!(Histogram::with_opts(
+                HistogramOpts::new(
+                    "tradingbot_operator_scrape_duration_seconds",
+                    "Time one scrape of a bot takes."
+                )
+                .buckets(seconds)
+            )),
+            rollout_phase: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "tradingbot_operator_rollout_phase",
+                    "1 for the rollout phase each TradingBot is in."
+                ),
+                &["namespace", "tradingbot", "phase"]
+            )),
+            rollouts_started: reg!(IntCounter::new(
+                "tradingbot_operator_rollouts_started_total",
+                "Canary rollouts started."
+            )),
+            rollouts_promoted: reg!(IntCounter::new(
+                "tradingbot_operator_rollouts_promoted_total",
+                "Rollouts promoted to prod."
+            )),
+            rollouts_aborted: reg!(IntCounter::new(
+                "tradingbot_operator_rollouts_aborted_total",
+                "Rollouts aborted."
+            )),
+            writes: reg!(IntCounterVec::new(
+                Opts::new(
+                    "tradingbot_operator_api_writes_total",
+                    "Write requests the operator sent to the API server."
+                ),
+                &["verb", "resource"]
+            )),
+            leader: reg!(IntGauge::new(
+                "tradingbot_operator_leader",
+                "1 while this replica is the leader (or runs without election)."
+            )),
+            index: Mutex::new(HashMap::new()),
+            registry,
+        }
+    }
+
+    /// Record a bot's mode, phase and rollout phase (None = the bot is gone).
+    pub fn record_bot(&self, namespace: &str, bot: &str, state: Option<(TradingMode, Phase, RolloutPhase)>) {
+        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (namespace.to_string(), bot.to_string());
+        match state {
+            Some(state) => {
+                index.insert(key, state);
+            }
+            None => {
+                index.remove(&key);
+            }
+        }
+        self.bots.reset();
+        for phase in RolloutPhase::ALL {
+            let _ = self
+                .rollout_phase
+                .remove_label_values(&[namespace, bot, phase.as_str()]);
+        }
+        for ((ns, name), (mode, phase, rollout)) in index.iter() {
+            self.bots.with_label_values(&[mode.as_str(), phase.as_str()]).inc();
+            if ns == namespace && name == bot {
+                self.rollout_phase
+                    .with_label_values(&[ns, name, rollout.as_str()])
+                    .set(1);
+            }
+        }
+    }
+
+    pub fn wrote(&self, verb: &str, resource: &str) {
+        self.writes.with_label_values(&[verb, resource]).inc();
+    }
+
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bots_by_mode_and_phase_follow_the_index() {
+        let m = OperatorMetrics::new();
+        m.record_bot(
+            "a",
+            "x",
+            Some((TradingMode::Halted, Phase::Running, RolloutPhase::Idle)),
+        );
+        m.record_bot(
+            "a",
+            "y",
+            Some((TradingMode::Halted, Phase::Running, RolloutPhase::CanaryRunning)),
+        );
+        assert_eq!(m.bots.with_label_values(&["Halted", "Running"]).get(), 2);
+        m.record_bot("a", "x", None);
+        assert_eq!(m.bots.with_label_values(&["Halted", "Running"]).get(), 1);
+        assert!(
+            m.render().contains(
+                "tradingbot_operator_rollout_phase{namespace=\"a\",phase=\"CanaryRunning\",tradingbot=\"y\"} 1"
+            )
+        );
+    }
+}

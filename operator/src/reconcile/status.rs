@@ -1,0 +1,196 @@
+//! Conditions and the Events that status transitions deserve. Pure. A condition's
+//! `lastTransitionTime` moves only when its status flips.
+
+use super::trading::Notice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use tradingbot_crds::TradingMode;
+use tradingbot_crds::status::{Phase, TradingBotStatus};
+
+pub mod types {
+    pub const READY: &str = "Ready";
+    pub const PROGRESSING: &str = "Progressing";
+    pub const DEGRADED: &str = "Degraded";
+    pub const REDUCE_ONLY: &str = "ReduceOnly";
+    pub const HALTED: &str = "Halted";
+    pub const METRICS_REACHABLE: &str = "MetricsReachable";
+    pub const SERVICE_MONITOR: &str = "ServiceMonitor";
+}
+
+/// A condition as decided, before timestamps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+impl Wanted {
+    pub fn new(type_: &'static str, status: bool, reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            type_,
+            status,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Turn wanted conditions into Conditions, keeping `lastTransitionTime` when the status is
+/// unchanged.
+pub fn conditions(
+    previous: &[Condition],
+    wanted: Vec<Wanted>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
+    wanted
+        .into_iter()
+        .map(|w| {
+            let status = if w.status { "True" } else { "False" }.to_string();
+            let last_transition_time = previous
+                .iter()
+                .find(|c| c.type_ == w.type_ && c.status == status)
+                .map(|c| c.last_transition_time.clone())
+                .unwrap_or(Time(now));
+            Condition {
+                type_: w.type_.to_string(),
+                status,
+                reason: w.reason,
+                message: w.message,
+                observed_generation: generation,
+                last_transition_time,
+            }
+        })
+        .collect()
+}
+
+fn condition<'a>(status: &'a TradingBotStatus, type_: &str) -> Option<&'a Condition> {
+    status.conditions.iter().find(|c| c.type_ == type_)
+}
+
+fn is_true(status: &TradingBotStatus, type_: &str) -> bool {
+    condition(status, type_).is_some_and(|c| c.status == "True")
+}
+
+/// Events for what changed between two statuses (mode, degradation, reachability, phase).
+pub fn transition_notices(old: &TradingBotStatus, new: &TradingBotStatus) -> Vec<Notice> {
+    let mut notices = Vec::new();
+    if old.mode != new.mode
+        && let Some(mode) = new.mode
+    {
+        let reason = new.mode_reason.clone().unwrap_or_default();
+        let note = format!(
+            "trading mode {} -> {mode}: {reason}",
+            old.mode.map_or("unset".into(), |m| m.to_string())
+        );
+        notices.push(if mode == TradingMode::Normal {
+            Notice::normal("ModeChanged", "SetMode", note)
+        } else {
+            Notice::warning("ModeChanged", "SetMode", note)
+        });
+    }
+    let degraded = condition(new, types::DEGRADED).filter(|c| c.status == "True");
+    if let Some(c) = degraded
+        && (!is_true(old, types::DEGRADED) || condition(old, types::DEGRADED).map(|o| &o.message) != Some(&c.message))
+    {
+        notices.push(Notice::warning(
+            match c.reason.as_str() {
+                "SecretMissing" => "SecretMissing",
+                _ => "InvalidSpec",
+            },
+            "Validate",
+            format!("{}; the operator changes nothing until this is fixed", c.message),
+        ));
+    } else if degraded.is_none() && is_true(old, types::DEGRADED) {
+        notices.push(Notice::normal("Recovered", "Validate", "the spec is valid again"));
+    }
+    let unreachable =
+        |s: &TradingBotStatus| condition(s, types::METRICS_REACHABLE).is_some_and(|c| c.status == "False");
+    if unreachable(new) && !unreachable(old) {
+        let message = condition(new, types::METRICS_REACHABLE)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        notices.push(Notice::warning("MetricsUnreachable", "Scrape", message));
+    } else if !unreachable(new) && unreachable(old) {
+        notices.push(Notice::normal(
+            "MetricsReachable",
+            "Scrape",
+            "bot metrics are readable again",
+        ));
+    }
+    let monitor_missing = |s: &TradingBotStatus| {
+        condition(s, types::SERVICE_MONITOR).is_some_and(|c| c.status == "False" && c.reason == "APIMissing")
+    };
+    if monitor_missing(new) && !monitor_missing(old) {
+        notices.push(Notice::warning(
+            "ServiceMonitorAPIMissing",
+            "CreateServiceMonitor",
+            "metrics.serviceMonitor.enabled but the monitoring.coreos.com/v1 ServiceMonitor API is not installed; it will be created once it is",
+        ));
+    }
+    if new.phase == Some(Phase::Running) && old.phase != Some(Phase::Running) {
+        notices.push(Notice::normal("Running", "Observe", "the bot pod is running and ready"));
+    }
+    notices
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_time_moves_only_on_a_flip() {
+        let t0 = Timestamp::from_second(1_000).unwrap();
+        let t1 = Timestamp::from_second(2_000).unwrap();
+        let first = conditions(
+            &[],
+            vec![Wanted::new(types::READY, false, "PodNotReady", "")],
+            Some(1),
+            t0,
+        );
+        let same = conditions(
+            &first,
+            vec![Wanted::new(types::READY, false, "PodNotReady", "still")],
+            Some(2),
+            t1,
+        );
+        assert_eq!(same[0].last_transition_time, Time(t0));
+        let flipped = conditions(
+            &same,
+            vec![Wanted::new(types::READY, true, "PodReady", "")],
+            Some(2),
+            t1,
+        );
+        assert_eq!(flipped[0].last_transition_time, Time(t1));
+    }
+
+    #[test]
+    fn notices_for_mode_and_degradation_changes_only() {
+        let old = TradingBotStatus {
+            mode: Some(TradingMode::Normal),
+            ..Default::default()
+        };
+        let mut new = old.clone();
+        assert!(transition_notices(&old, &new).is_empty());
+        new.mode = Some(TradingMode::Halted);
+        new.mode_reason = Some("spec.halted".into());
+        new.conditions = conditions(
+            &[],
+            vec![Wanted::new(
+                types::DEGRADED,
+                true,
+                "SecretMissing",
+                "Secret x not found",
+            )],
+            None,
+            Timestamp::UNIX_EPOCH,
+        );
+        let notices = transition_notices(&old, &new);
+        let reasons: Vec<&str> = notices.iter().map(|n| n.reason).collect();
+        assert_eq!(reasons, ["ModeChanged", "SecretMissing"]);
+        assert!(notices.iter().all(|n| n.warning));
+        assert!(transition_notices(&new, &new).is_empty(), "no repeats without a change");
+    }
+}

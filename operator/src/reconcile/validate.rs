@@ -1,0 +1,202 @@
+//! Semantic validation: the rules the CRD schema cannot express (cross-field rules, name
+//! lengths, reserved environment variables). Pure. A spec with problems is reported as
+//! Degraded and the operator changes nothing until the spec changes.
+
+use tradingbot_crds::guards::GuardKind;
+use tradingbot_crds::names::{self, env};
+use tradingbot_crds::spec::SYMBOL_PATTERN;
+use tradingbot_crds::{Profile, TradingBotSpec};
+
+/// One thing wrong with a spec: the field and the rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+fn problem(field: impl Into<String>, message: impl Into<String>) -> Problem {
+    Problem {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Words that mark an environment variable as a credential.
+const SECRET_WORDS: [&str; 5] = ["KEY", "SECRET", "TOKEN", "PASSWORD", "PASSPHRASE"];
+
+fn symbol_ok(symbol: &str) -> bool {
+    let mut parts = symbol.split('-');
+    let ok = |p: Option<&str>| {
+        p.is_some_and(|p| {
+            (2..=12).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        })
+    };
+    ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
+}
+
+/// Every problem with `spec` for a TradingBot named `name`.
+pub fn validate(name: &str, spec: &TradingBotSpec) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if let Err(message) = names::check_bot_name(name) {
+        problems.push(problem("metadata.name", message));
+    }
+    if spec.exchange.derivatives && spec.profile.is_spot_only() {
+        problems.push(problem(
+            "spec.exchange.derivatives",
+            format!(
+                "derivatives cannot be enabled with the spot-only profile {}",
+                spec.profile
+            ),
+        ));
+    }
+    let dry_run = spec.dry_run.unwrap_or(spec.profile == Profile::Dev);
+    if spec.profile.needs_exchange() && spec.exchange.credentials_secret.is_none() && !dry_run {
+        problems.push(problem(
+            "spec.exchange.credentialsSecret",
+            format!(
+                "profile {} trades on the exchange: name a Secret with the CDP key, or set dryRun: true",
+                spec.profile
+            ),
+        ));
+    }
+    for guard in GuardKind::ALL {
+        let levels = spec.guards.levels(guard);
+        if let (Some(reduce), Some(halt)) = (levels.reduce_only_at, levels.halt_at)
+            && reduce > halt
+        {
+            problems.push(problem(
+                format!("spec.guards.{guard}"),
+                format!("reduceOnlyAt ({reduce}) must not be above haltAt ({halt}): ReduceOnly comes before Halted"),
+            ));
+        }
+    }
+    for symbol in spec.guards.max_notional_per_symbol.keys() {
+        if !symbol_ok(symbol) {
+            problems.push(problem(
+                format!("spec.guards.maxNotionalPerSymbol.{symbol}"),
+                format!("keys must be product ids matching {SYMBOL_PATTERN}"),
+            ));
+        }
+    }
+    for var in &spec.env {
+        let field = format!("spec.env[{}]", var.name);
+        if env::RESERVED.contains(&var.name.as_str()) {
+            problems.push(problem(&field, "is set by the operator and cannot be overridden"));
+        }
+        let upper = var.name.to_ascii_uppercase();
+        if var.value.as_ref().is_some_and(|v| !v.is_empty()) && SECRET_WORDS.iter().any(|w| upper.contains(w)) {
+            problems.push(problem(
+                &field,
+                "looks like a credential given inline: use exchange.credentialsSecret (or valueFrom.secretKeyRef)",
+            ));
+        }
+    }
+    if spec
+        .resources
+        .as_ref()
+        .is_some_and(|r| r.claims.as_ref().is_some_and(|c| !c.is_empty()))
+    {
+        problems.push(problem("spec.resources.claims", "resource claims are not supported"));
+    }
+    if spec.metrics.scrape_interval_seconds > spec.metrics.unreachable_after_seconds {
+        problems.push(problem(
+            "spec.metrics.unreachableAfterSeconds",
+            "must be at least scrapeIntervalSeconds (a bot cannot be unreachable between two scrapes)",
+        ));
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::EnvVar;
+
+    fn spec(profile: Profile) -> TradingBotSpec {
+        TradingBotSpec::for_profile(profile)
+    }
+
+    fn fields(problems: Vec<Problem>) -> Vec<String> {
+        problems.into_iter().map(|p| p.field).collect()
+    }
+
+    #[test]
+    fn a_plain_dev_bot_is_valid() {
+        assert!(validate("btc", &spec(Profile::Dev)).is_empty());
+    }
+
+    #[test]
+    fn derivatives_need_a_derivatives_profile() {
+        let mut s = spec(Profile::Spot);
+        s.exchange.derivatives = true;
+        s.exchange.credentials_secret = Some("k".into());
+        assert_eq!(fields(validate("btc", &s)), ["spec.exchange.derivatives"]);
+        s.profile = Profile::Prod;
+        assert!(validate("btc", &s).is_empty());
+    }
+
+    #[test]
+    fn live_profiles_need_credentials_unless_dry_run() {
+        assert_eq!(
+            fields(validate("btc", &spec(Profile::Prod))),
+            ["spec.exchange.credentialsSecret"]
+        );
+        assert_eq!(fields(validate("Btc", &spec(Profile::Dev))), ["metadata.name"]);
+        let mut s = spec(Profile::Prod);
+        s.dry_run = Some(true);
+        assert!(validate("btc", &s).is_empty());
+    }
+
+    #[test]
+    fn levels_must_be_ordered_and_symbols_valid() {
+        let mut s = spec(Profile::Dev);
+        s.guards.daily_loss = Some(tradingbot_crds::spec::Levels {
+            reduce_only_at: Some("600".parse().unwrap()),
+            halt_at: Some("500".parse().unwrap()),
+        });
+        s.guards
+            .max_notional_per_symbol
+            .insert("btc".into(), "1".parse().unwrap());
+        assert_eq!(
+            fields(validate("btc", &s)),
+            ["spec.guards.dailyLoss", "spec.guards.maxNotionalPerSymbol.btc"]
+        );
+    }
+
+    #[test]
+    fn reserved_and_secret_looking_env_vars_are_refused() {
+        let mut s = spec(Profile::Dev);
+        s.env = vec![
+            EnvVar {
+                name: "TRADINGBOT_NAME".into(),
+                value: Some("x".into()),
+                value_from: None,
+            },
+            EnvVar {
+                name: "COINBASE_CDP_PRIVATE_KEY".into(),
+                value: Some("-----BEGIN".into()),
+                value_from: None,
+            },
+            EnvVar {
+                name: "RUST_LOG".into(),
+                value: Some("debug".into()),
+                value_from: None,
+            },
+        ];
+        let problems = validate("btc", &s);
+        assert_eq!(
+            fields(problems.clone()),
+            ["spec.env[TRADINGBOT_NAME]", "spec.env[COINBASE_CDP_PRIVATE_KEY]"]
+        );
+        assert!(
+            !problems.iter().any(|p| p.message.contains("BEGIN")),
+            "a problem never echoes the value"
+        );
+    }
+}

@@ -1,0 +1,345 @@
+//! Scraping bots' `/metrics`, concurrently, one task per bot instance, each on its own interval
+//! and with its own timeout (one slow bot never delays another). Every scrape stores an
+//! [`Observation`] and asks for the bot to be reconciled, where guards and rollout gates are
+//! evaluated.
+
+pub mod parse;
+
+use crate::metrics::OperatorMetrics;
+use kube::runtime::reflector::ObjectRef;
+use parse::Sample;
+use rust_decimal::Decimal;
+use rust_decimal::prelude::FromPrimitive;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tradingbot_crds::bot_metrics as m;
+use tradingbot_crds::{Instance, TradingBot, TradingMode};
+
+/// One bot instance.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TargetKey {
+    pub namespace: String,
+    pub bot: String,
+    pub instance: Instance,
+}
+
+/// Where and how often to scrape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub url: String,
+    pub interval: Duration,
+    /// The errorRate guard's window (errors are counted over it).
+    pub error_window: Duration,
+}
+
+/// The values the operator reads from a bot's metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BotSample {
+    pub daily_loss: Option<Decimal>,
+    pub drawdown_percent: Option<Decimal>,
+    pub staleness_max: Option<Decimal>,
+    pub volatility_max: Option<Decimal>,
+    pub concentration: Option<Decimal>,
+    pub errors_total: Option<f64>,
+    pub cycles: Option<u64>,
+    pub cycle_errors: Option<u64>,
+    pub trading_mode: Option<TradingMode>,
+    pub open_orders: Option<u64>,
+    pub exposure: Option<Decimal>,
+    /// In-process trips the bot reports as latched: (guard, level, unix time).
+    pub latched: Vec<(String, TradingMode, i64)>,
+}
+
+fn decimal(value: f64) -> Option<Decimal> {
+    value
+        .is_finite()
+        .then(|| Decimal::from_f64(value).map(|d| d.round_dp(8)))
+        .flatten()
+}
+
+impl BotSample {
+    pub fn from_samples(samples: &[Sample]) -> Self {
+        let single = |name: &str| samples.iter().find(|s| s.name == name).map(|s| s.value);
+        let max = |name: &str| {
+            samples
+                .iter()
+                .filter(|s| s.name == name && s.value.is_finite())
+                .map(|s| s.value)
+                .reduce(f64::max)
+        };
+        let sum = |name: &str| {
+            let values: Vec<f64> = samples.iter().filter(|s| s.name == name).map(|s| s.value).collect();
+            (!values.is_empty()).then(|| values.iter().sum())
+        };
+        let latched = samples
+            .iter()
+            .filter(|s| s.name == m::GUARD_LATCHED.name && s.value > 0.0)
+            .filter_map(|s| {
+                let level = s.label("level")?.parse().ok()?;
+                Some((s.label("guard")?.to_string(), level, s.value as i64))
+            })
+            .collect();
+        Self {
+            daily_loss: single(m::DAILY_LOSS.name).and_then(decimal),
+            drawdown_percent: single(m::DRAWDOWN.name).and_then(decimal),
+            staleness_max: max(m::STALENESS.name).and_then(decimal),
+            volatility_max: max(m::VOLATILITY.name).and_then(decimal),
+            concentration: single(m::CONCENTRATION.name).and_then(decimal),
+            errors_total: sum(m::ERRORS.name),
+            cycles: single(m::CYCLES.name).map(|v| v as u64),
+            cycle_errors: single(m::CYCLE_ERRORS.name).map(|v| v as u64),
+            trading_mode: single(m::TRADING_MODE.name).and_then(TradingMode::from_gauge_value),
+            open_orders: single(m::OPEN_ORDERS.name).map(|v| v as u64),
+            exposure: single(m::EXPOSURE.name).and_then(decimal),
+            latched,
+        }
+    }
+}
+
+/// What the operator knows about a bot instance's metrics.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    /// Increments with every scrape attempt.
+    pub seq: u64,
+    /// When scraping this target started.
+    pub since: Instant,
+    pub last_attempt: Instant,
+    pub last_ok: Option<Instant>,
+    pub last_error: Option<String>,
+    /// From the last successful scrape.
+    pub sample: Option<BotSample>,
+    /// Errors the bot counted within the errorRate window (by the operator's own arithmetic on
+    /// the counter, not the bot's guard).
+    pub errors_in_window: Option<Decimal>,
+}
+
+impl Observation {
+    /// Seconds since metrics were last read successfully (or since scraping started).
+    pub fn silent_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_ok.unwrap_or(self.since))
+    }
+}
+
+struct Running {
+    target: Target,
+    task: JoinHandle<()>,
+}
+
+/// The scrape scheduler. Cheap to share.
+pub struct Scraper {
+    http: reqwest::Client,
+    timeout: Duration,
+    running: Mutex<HashMap<TargetKey, Running>>,
+    observations: Arc<RwLock<HashMap<TargetKey, Observation>>>,
+    trigger: mpsc::UnboundedSender<ObjectRef<TradingBot>>,
+    metrics: Arc<OperatorMetrics>,
+}
+
+impl Scraper {
+    pub fn new(
+        timeout: Duration,
+        metrics: Arc<OperatorMetrics>,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<ObjectRef<TradingBot>>) {
+        let (trigger, rx) = mpsc::unbounded_channel();
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_max_idle_per_host(1)
+            .build()
+            .expect("an HTTP client without TLS always builds");
+        let scraper = Self {
+            http,
+            timeout,
+            running: Mutex::new(HashMap::new()),
+            observations: Arc::new(RwLock::new(HashMap::new())),
+            trigger,
+            metrics,
+        };
+        (Arc::new(scraper), rx)
+    }
+
+    pub fn observation(&self, key: &TargetKey) -> Option<Observation> {
+        self.observations
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    /// Scrape `key` at `target` (None stops scraping it). Unchanged targets keep their task.
+    pub fn ensure(self: &Arc<Self>, key: TargetKey, target: Option<Target>) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        match (running.get(&key), target) {
+            (Some(current), Some(target)) if current.target == target => {}
+            (_, None) => {
+                if let Some(old) = running.remove(&key) {
+                    old.task.abort();
+                    self.observations
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&key);
+                }
+            }
+            (_, Some(target)) => {
+                if let Some(old) = running.remove(&key) {
+                    old.task.abort();
+                }
+                let task = tokio::spawn(self.clone().scrape_loop(key.clone(), target.clone()));
+                running.insert(key, Running { target, task });
+            }
+        }
+    }
+
+    /// Stop scraping every instance of a bot.
+    pub fn forget_bot(self: &Arc<Self>, namespace: &str, bot: &str) {
+        for instance in [Instance::Prod, Instance::Canary] {
+            self.ensure(
+                TargetKey {
+                    namespace: namespace.into(),
+                    bot: bot.into(),
+                    instance,
+                },
+                None,
+            );
+        }
+    }
+
+    pub fn targets(&self) -> usize {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    async fn scrape_loop(self: Arc<Self>, key: TargetKey, target: Target) {
+        let since = Instant::now();
+        let mut history: VecDeque<(Instant, f64)> = VecDeque::new();
+        let mut ticker = tokio::time::interval(target.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seq = 0;
+        loop {
+            ticker.tick().await;
+            seq += 1;
+            let started = Instant::now();
+            let result = self.scrape_once(&target.url).await;
+            self.metrics.scrape_duration.observe(started.elapsed().as_secs_f64());
+            let previous = self.observation(&key);
+            let mut observation = previous.unwrap_or(Observation {
+                seq: 0,
+                since,
+                last_attempt: started,
+                last_ok: None,
+                last_error: None,
+                sample: None,
+                errors_in_window: None,
+            });
+            observation.seq = seq;
+            observation.last_attempt = started;
+            match result {
+                Ok(sample) => {
+                    observation.errors_in_window = sample
+                        .errors_total
+                        .and_then(|now| errors_in_window(&mut history, started, now, target.error_window));
+                    observation.last_ok = Some(started);
+                    observation.last_error = None;
+                    observation.sample = Some(sample);
+                }
+                Err(error) => {
+                    self.metrics
+                        .scrape_failures
+                        .with_label_values(&[&key.namespace, &key.bot])
+                        .inc();
+                    tracing::debug!(tradingbot = %key.bot, namespace = %key.namespace, instance = %key.instance, %error, "scrape failed");
+                    observation.last_error = Some(error);
+                }
+            }
+            self.observations
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key.clone(), observation);
+            let _ = self.trigger.send(ObjectRef::new(&key.bot).within(&key.namespace));
+        }
+    }
+
+    async fn scrape_once(&self, url: &str) -> Result<BotSample, String> {
+        let response = self
+            .http
+            .get(url)
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("HTTP {}", response.status()));
+        }
+        let text = response.text().await.map_err(|e| e.to_string())?;
+        let samples = parse::parse(&text);
+        if samples.is_empty() {
+            return Err("no samples in the response".into());
+        }
+        Ok(BotSample::from_samples(&samples))
+    }
+}
+
+/// Errors counted within `window`: the counter now minus its value at the window's start (a
+/// counter that went down means the bot restarted; then all of its current count is recent).
+fn errors_in_window(
+    history: &mut VecDeque<(Instant, f64)>,
+    now: Instant,
+    total: f64,
+    window: Duration,
+) -> Option<Decimal> {
+    history.push_back((now, total));
+    while history.len() > 1
+        && history
+            .get(1)
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= window)
+    {
+        history.pop_front();
+    }
+    let (_, start) = *history.front()?;
+    let counted = if total >= start { total - start } else { total };
+    Decimal::from_f64(counted.max(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    #[test]
+    fn sample_reads_the_contract_metrics() {
+        let text = "perps_bot_daily_loss 612.5\nperps_bot_market_data_staleness_seconds{symbol=\"BTC-USD\"} 3\nperps_bot_market_data_staleness_seconds{symbol=\"ETH-USD\"} 41\nperps_bot_errors_total{kind=\"cycle\"} 2\nperps_bot_errors_total{kind=\"exchange\"} 5\nperps_bot_trading_mode 1\nperps_bot_guard_latched{guard=\"dailyLoss\",level=\"ReduceOnly\"} 1795219200\nperps_bot_guard_latched{guard=\"dailyLoss\",level=\"Halted\"} 0\n";
+        let s = BotSample::from_samples(&parse::parse(text));
+        assert_eq!(s.daily_loss, Some(dec!(612.5)));
+        assert_eq!(s.staleness_max, Some(dec!(41)));
+        assert_eq!(s.errors_total, Some(7.0));
+        assert_eq!(s.trading_mode, Some(TradingMode::ReduceOnly));
+        assert_eq!(
+            s.latched,
+            vec![("dailyLoss".to_string(), TradingMode::ReduceOnly, 1795219200)]
+        );
+    }
+
+    #[test]
+    fn error_window_counts_increases_and_survives_restarts() {
+        let mut history = VecDeque::new();
+        let t0 = Instant::now();
+        let w = Duration::from_secs(60);
+        assert_eq!(errors_in_window(&mut history, t0, 10.0, w), Some(dec!(0)));
+        assert_eq!(
+            errors_in_window(&mut history, t0 + Duration::from_secs(10), 13.0, w),
+            Some(dec!(3))
+        );
+        // Outside the window the old increase no longer counts.
+        assert_eq!(
+            errors_in_window(&mut history, t0 + Duration::from_secs(100), 14.0, w),
+            Some(dec!(1))
+        );
+        // A restart resets the counter.
+        assert_eq!(
+            errors_in_window(&mut history, t0 + Duration::from_secs(110), 2.0, w),
+            Some(dec!(2))
+        );
+    }
+}
