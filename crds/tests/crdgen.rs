@@ -12,6 +12,13 @@ fn committed_crd_yaml_is_up_to_date() {
 }
 
 #[test]
+fn the_charts_copy_is_the_same_crd() {
+    let chart_copy = test_harness::root().join("charts/tradingbot-operator/files/tradingbot.crd.yaml");
+    let text = std::fs::read_to_string(&chart_copy).expect("the chart carries the CRD");
+    assert!(text == tradingbot_crds::crd_yaml(), "{} is stale: run `make crds`", chart_copy.display());
+}
+
+#[test]
 fn crd_uses_only_what_a_1_20_api_server_accepts() {
     let yaml = tradingbot_crds::crd_yaml();
     // CEL rules do not install on 1.20; cross-field rules live in the operator.
