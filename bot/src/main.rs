@@ -140,9 +140,27 @@ async fn order_tool<B: perps_bot::broker::Broker>(
     }
 }
 
+/// The account audit: the exchange account with the Coinbase broker, the paper account (no
+/// credentials involved) with the paper broker.
 async fn account_snapshot(args: &perps_bot::cli::RunArgs, config: &BotConfig) -> anyhow::Result<serde_json::Value> {
-    let _ = (args, config);
-    anyhow::bail!("account snapshot needs the Coinbase client (credentials)")
+    match config.broker {
+        BrokerKind::Coinbase => perps_bot::coinbase::account_snapshot(args, config).await,
+        BrokerKind::Paper => {
+            let paper =
+                perps_bot::broker::paper::PaperExchange::new(&config.paper, &config.symbols, config.derivatives);
+            let account = paper.account_now();
+            Ok(serde_json::json!({
+                "broker": "paper",
+                "timestamp": perps_bot::clock::rfc3339_now(),
+                "profile": config.profile.to_string(),
+                "symbols": config.symbols,
+                "cash": account.cash,
+                "positions": account.positions,
+                "warnings": [],
+                "note": "the paper exchange is embedded: no exchange account, key or credentials are involved",
+            }))
+        }
+    }
 }
 
 fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {

@@ -181,12 +181,17 @@ async fn run_with<B: Broker>(args: &RunArgs, config: BotConfig, broker: Arc<B>) 
         ));
     }
 
+    // Client order ids start with the instance's identity: the bot only ever cancels its own.
+    let client_id_prefix = identity
+        .as_ref()
+        .map_or_else(|| "pb".to_string(), |i| format!("{}-{}", i.bot, i.instance));
     let executor = Arc::new(Executor::new(
         broker.clone(),
         mode.clone(),
         lease_rx.clone(),
         config.dry_run,
         config.execution.enable_preview,
+        format!("{client_id_prefix}-"),
     ));
     tokio::spawn(enforce_mode_changes(executor.clone(), app.clone()));
     if let Some(rx) = lease_rx.clone() {
@@ -213,12 +218,10 @@ async fn run_with<B: Broker>(args: &RunArgs, config: BotConfig, broker: Arc<B>) 
     };
     tracing::info!(profile = %config.profile, broker = broker.name(), symbols = config.symbols.len(), dry_run = config.dry_run, interval_ms = config.interval.as_millis() as u64, "perps-bot starting");
     let parts = EngineParts {
-        client_id_prefix: identity
-            .as_ref()
-            .map_or_else(|| "pb".to_string(), |i| format!("{}-{}", i.bot, i.instance)),
+        client_id_prefix,
         config,
         instance,
-        version: VERSION.to_string(),
+        version: std::env::var(tradingbot_crds::names::env::VERSION).unwrap_or_else(|_| VERSION.to_string()),
         broker,
         executor,
         mode,

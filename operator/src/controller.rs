@@ -70,18 +70,32 @@ where
     (store, stream)
 }
 
-/// Run the controller for one namespace (or all) until `shutdown` fires.
+/// What one controller runs with.
+pub struct ControllerOptions {
+    /// The namespace to manage (None = all).
+    pub namespace: Option<String>,
+    pub settings: Settings,
+    pub scrape_timeout: Duration,
+    pub concurrency: u16,
+    /// This replica's name (Events' reporting instance).
+    pub instance: String,
+}
+
+/// Run the controller until `shutdown` fires; `synced` turns true once every cache is filled.
 pub async fn run(
     client: Client,
-    namespace: Option<String>,
-    settings: Settings,
+    options: ControllerOptions,
     metrics: Arc<OperatorMetrics>,
-    scrape_timeout: Duration,
-    concurrency: u16,
-    instance: String,
     mut shutdown: watch::Receiver<bool>,
     synced: Arc<AtomicBool>,
 ) {
+    let ControllerOptions {
+        namespace,
+        settings,
+        scrape_timeout,
+        concurrency,
+        instance,
+    } = options;
     let ns = namespace.as_deref();
     let (pods, pod_events) = reflect(scoped::<Pod>(&client, ns));
     let (config_maps, cm_events) = reflect(scoped::<PartialObjectMeta<ConfigMap>>(&client, ns));

@@ -139,14 +139,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut controllers = Vec::new();
     for namespace in namespaces {
+        let options = controller::ControllerOptions {
+            namespace,
+            settings: settings.clone(),
+            scrape_timeout: Duration::from_secs(args.scrape_timeout_seconds),
+            concurrency: args.concurrency,
+            instance: identity.clone(),
+        };
         controllers.push(tokio::spawn(controller::run(
             client.clone(),
-            namespace,
-            settings.clone(),
+            options,
             metrics.clone(),
-            Duration::from_secs(args.scrape_timeout_seconds),
-            args.concurrency,
-            identity.clone(),
             stop.clone(),
             synced.clone(),
         )));

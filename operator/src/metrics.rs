@@ -8,6 +8,9 @@ use std::sync::Mutex;
 use tradingbot_crds::TradingMode;
 use tradingbot_crds::status::{Phase, RolloutPhase};
 
+/// Each bot's (namespace, name) and its (mode, phase, rollout phase).
+type BotIndex = HashMap<(String, String), (TradingMode, Phase, RolloutPhase)>;
+
 pub struct OperatorMetrics {
     registry: Registry,
     pub reconciliations: IntCounterVec,
@@ -23,7 +26,7 @@ pub struct OperatorMetrics {
     pub rollouts_aborted: IntCounter,
     pub writes: IntCounterVec,
     pub leader: IntGauge,
-    index: Mutex<HashMap<(String, String), (TradingMode, Phase, RolloutPhase)>>,
+    index: Mutex<BotIndex>,
 }
 
 impl Default for OperatorMetrics {

@@ -15,6 +15,25 @@ import helm_python
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+# Helm's install order: what others depend on first (a Deployment before its ServiceAccount
+# makes the ReplicaSet controller back off for minutes).
+INSTALL_ORDER = [
+    "Namespace", "NetworkPolicy", "ResourceQuota", "LimitRange", "PodSecurityPolicy", "PodDisruptionBudget",
+    "ServiceAccount", "Secret", "SecretList", "ConfigMap", "StorageClass", "PersistentVolume",
+    "PersistentVolumeClaim", "CustomResourceDefinition", "ClusterRole", "ClusterRoleList", "ClusterRoleBinding",
+    "ClusterRoleBindingList", "Role", "RoleList", "RoleBinding", "RoleBindingList", "Service", "DaemonSet", "Pod",
+    "ReplicationController", "ReplicaSet", "Deployment", "HorizontalPodAutoscaler", "StatefulSet", "Job",
+    "CronJob", "IngressClass", "Ingress", "APIService",
+]
+
+
+def install_rank(document: str) -> int:
+    for line in document.splitlines():
+        if line.startswith("kind:"):
+            kind = line.split(":", 1)[1].strip()
+            return INSTALL_ORDER.index(kind) if kind in INSTALL_ORDER else len(INSTALL_ORDER)
+    return len(INSTALL_ORDER)
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -31,11 +50,14 @@ def main() -> int:
         chart.close()
     documents = []
     for path in sorted(rendered):
-        text = rendered[path].strip()
-        if path.endswith("NOTES.txt") or not text:
+        if path.endswith("NOTES.txt"):
             continue
-        documents.append(f"# Source: {path}\n{text}")
-    sys.stdout.write("\n---\n".join(documents) + "\n")
+        for document in rendered[path].split("\n---"):
+            text = document.strip()
+            if text and any(line.startswith("kind:") for line in text.splitlines()):
+                documents.append((install_rank(text), path, f"# Source: {path}\n{text}"))
+    documents.sort(key=lambda d: (d[0], d[1]))
+    sys.stdout.write("\n---\n".join(d[2] for d in documents) + "\n")
     return 0
 
 

@@ -101,6 +101,8 @@ pub struct Executor<B: Broker> {
     lease: Option<watch::Receiver<LeaseState>>,
     dry_run: bool,
     preview: bool,
+    /// Client order ids of this bot identity start with this; no other order is ever cancelled.
+    own_prefix: String,
     lock: Mutex<RecentIds>,
 }
 
@@ -135,6 +137,7 @@ impl<B: Broker> Executor<B> {
         lease: Option<watch::Receiver<LeaseState>>,
         dry_run: bool,
         preview: bool,
+        own_prefix: String,
     ) -> Self {
         Self {
             broker,
@@ -142,6 +145,7 @@ impl<B: Broker> Executor<B> {
             lease,
             dry_run,
             preview,
+            own_prefix,
             lock: Mutex::new(RecentIds::default()),
         }
     }
@@ -208,17 +212,22 @@ impl<B: Broker> Executor<B> {
         }
     }
 
-    /// Cancel open orders; with `only_increasing`, only those that would not reduce the
-    /// position they act on. Returns how many were cancelled.
+    /// Cancel this bot's open orders (never a human's or another instance's on the same
+    /// account); with `only_increasing`, only those that would not reduce the position they act
+    /// on. A dry run placed nothing and cancels nothing. Returns how many were cancelled.
     pub async fn cancel_open_orders(
         &self,
         only_increasing: bool,
         position_of: impl Fn(&Symbol) -> Decimal,
     ) -> Result<usize, BrokerError> {
+        if self.dry_run {
+            return Ok(0);
+        }
         let _serialised = self.lock.lock().await;
         let open = self.broker.open_orders().await?;
         let ids: Vec<String> = open
             .iter()
+            .filter(|o| o.client_order_id.starts_with(&self.own_prefix))
             .filter(|o| {
                 !only_increasing
                     || !trading_state::is_reducing(o.side, o.quantity - o.filled_quantity, position_of(&o.symbol))
@@ -275,5 +284,55 @@ mod tests {
             }
         );
         assert_eq!(order.tif, TimeInForce::Gtc);
+    }
+}
+
+#[cfg(test)]
+mod cancel_tests {
+    use super::*;
+    use crate::broker::paper::PaperExchange;
+    use crate::config::PaperConfig;
+    use crate::domain::{OrderKind, Symbol};
+    use rust_decimal_macros::dec;
+
+    fn resting(symbol: &Symbol, id: &str) -> OrderRequest {
+        OrderRequest {
+            client_order_id: id.into(),
+            symbol: symbol.clone(),
+            side: Side::Buy,
+            quantity: dec!(0.01),
+            kind: OrderKind::Limit {
+                limit_price: dec!(1000),
+            },
+            tif: TimeInForce::Gtc,
+            reduce_only: false,
+            leverage: None,
+            preview_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_this_identitys_orders_are_cancelled_and_a_dry_run_cancels_nothing() {
+        let btc: Symbol = "BTC-USD".parse().unwrap();
+        let paper = Arc::new(PaperExchange::new(
+            &PaperConfig::default(),
+            std::slice::from_ref(&btc),
+            false,
+        ));
+        for id in ["btc-prod-1a-1", "btc-canary-2b-1", "manual-7"] {
+            paper.place(&resting(&btc, id)).unwrap();
+        }
+        let mode = ModeHandle::new(&[]);
+        let dry = Executor::new(paper.clone(), mode.clone(), None, true, false, "btc-prod-".into());
+        assert_eq!(dry.cancel_open_orders(false, |_| Decimal::ZERO).await.unwrap(), 0);
+        let prod = Executor::new(paper.clone(), mode, None, false, false, "btc-prod-".into());
+        assert_eq!(prod.cancel_open_orders(false, |_| Decimal::ZERO).await.unwrap(), 1);
+        let open: Vec<String> = paper
+            .orders()
+            .into_iter()
+            .filter(|o| o.status.is_open())
+            .map(|o| o.client_order_id)
+            .collect();
+        assert_eq!(open, ["btc-canary-2b-1", "manual-7"]);
     }
 }

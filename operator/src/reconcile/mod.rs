@@ -43,6 +43,10 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// Deletion is waiting for the bot to halt and its pods to stop (the finalizer helper
+    /// removes the finalizer on success, so waiting is reported as a retryable outcome).
+    #[error("waiting for the bot to halt and stop: {0}")]
+    StillStopping(String),
 }
 
 impl Error {
@@ -52,6 +56,7 @@ impl Error {
             Error::Kube(kube::Error::Api(e)) => format!("api_{}", e.code),
             Error::Kube(_) => "api_unreachable".into(),
             Error::Finalizer(_) => "finalizer".into(),
+            Error::StillStopping(_) => "stopping".into(),
         }
     }
 }
@@ -77,12 +82,19 @@ pub async fn reconcile(bot: Arc<TradingBot>, ctx: Arc<Context>) -> Result<Action
     ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
     ctx.metrics
         .reconciliations
-        .with_label_values(&[if result.is_ok() { "ok" } else { "error" }])
+        .with_label_values(&[match &result {
+            Ok(_) | Err(Error::StillStopping(_)) => "ok",
+            Err(_) => "error",
+        }])
         .inc();
     result
 }
 
 pub fn error_policy(bot: Arc<TradingBot>, error: &Error, ctx: Arc<Context>) -> Action {
+    if let Error::StillStopping(why) = error {
+        tracing::debug!(tradingbot = %bot.name_any(), namespace = %bot.namespace().unwrap_or_default(), %why, "deletion in progress");
+        return Action::requeue(Duration::from_secs(1));
+    }
     ctx.metrics.reconcile_errors.with_label_values(&[&error.reason()]).inc();
     tracing::warn!(tradingbot = %bot.name_any(), namespace = %bot.namespace().unwrap_or_default(), %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
@@ -387,10 +399,10 @@ async fn reconcile_bot(bot: &TradingBot, ctx: &Context) -> Result<Action, Error>
             Some(_) => Wanted::new(
                 types::DEGRADED,
                 true,
-                if missing.is_empty() {
-                    "InvalidSpec"
-                } else {
+                if invalid.is_empty() {
                     "SecretMissing"
+                } else {
+                    "InvalidSpec"
                 },
                 problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "),
             ),
@@ -652,7 +664,7 @@ async fn cleanup_bot(bot: &TradingBot, ctx: &Context) -> Result<Action, Error> {
         }
     }
     if remaining {
-        return Ok(Action::requeue(Duration::from_secs(1)));
+        return Err(Error::StillStopping("bot pods are still running".into()));
     }
     ctx.scraper.forget_bot(&namespace, &name);
     ctx.forget(&bot.uid().unwrap_or_default());

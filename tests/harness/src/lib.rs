@@ -249,10 +249,29 @@ impl Drop for TestNamespace {
             eprintln!("keeping namespace {}", self.name);
             return;
         }
+        // TradingBots carry a finalizer their operator removes: delete them while the operator
+        // (usually in this namespace) still runs, and strip what is left so the namespace can go.
+        let ns = self.name.as_str();
+        if self
+            .cluster
+            .kubectl_result(&["-n", ns, "delete", "tradingbots", "--all", "--timeout=60s"])
+            .is_err()
+        {
+            let names = self
+                .cluster
+                .kubectl_result(&["-n", ns, "get", "tradingbots", "-o", "name"])
+                .unwrap_or_default();
+            for name in names.split_whitespace() {
+                let patch = r#"{"metadata":{"finalizers":null}}"#;
+                let _ = self
+                    .cluster
+                    .kubectl_result(&["-n", ns, "patch", name, "--type", "merge", "-p", patch]);
+            }
+        }
         // Do not wait: deletion of pods takes their grace period.
         let _ = self
             .cluster
-            .kubectl_result(&["delete", "namespace", &self.name, "--wait=false"]);
+            .kubectl_result(&["delete", "namespace", ns, "--wait=false"]);
     }
 }
 
