@@ -189,7 +189,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub keep_orders_on_exit: bool,
     /// Turn the in-process guards off (testing the operator's backstop only).
-    #[arg(long)]
+    #[arg(long, env = "PERPS_BOT_DISABLE_GUARDS", num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub disable_guards: bool,
     /// The TradingBot this process runs for (set by the operator; enables the Kubernetes
     /// mode source and Lease fencing).

@@ -38,14 +38,18 @@ pub async fn run(args: &RunArgs, config: BotConfig) -> anyhow::Result<()> {
 }
 
 /// Who we are in the exchange simulator's order log and in client order ids.
+/// A replacement pod has the same name as the one it replaces, so the pod uid (or, outside
+/// Kubernetes, the process id) tells processes apart.
 pub fn client_instance(args: &RunArgs) -> String {
     let pod = args
         .pod_name
         .clone()
         .unwrap_or_else(|| format!("pid{}", std::process::id()));
+    let process =
+        std::env::var(tradingbot_crds::names::env::POD_UID).unwrap_or_else(|_| format!("pid{}", std::process::id()));
     match (&args.tradingbot, &args.namespace) {
-        (Some(bot), Some(ns)) => format!("{ns}/{bot}/{}/{pod}", args.instance),
-        _ => format!("local/{pod}"),
+        (Some(bot), Some(ns)) => format!("{ns}/{bot}/{}/{pod}/{process}", args.instance),
+        _ => format!("local/{pod}/{process}"),
     }
 }
 

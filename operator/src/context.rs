@@ -44,29 +44,16 @@ pub struct Context {
     pub scraper: Arc<Scraper>,
     pub stores: Stores,
     pub service_monitor_api: Arc<AtomicBool>,
-    memory: Mutex<HashMap<String, BotMemory>>,
+    /// True once every cache has its initial list: before that, reconciling could mistake a
+    /// child the cache has not seen yet for a missing one.
+    pub synced: Arc<AtomicBool>,
+    /// Per-bot memory keyed by uid; use [`Context::with_memory`].
+    pub memory: Mutex<HashMap<String, BotMemory>>,
 }
 
 impl Context {
-    pub fn new(
-        client: Client,
-        settings: Settings,
-        events: EventPublisher,
-        metrics: Arc<OperatorMetrics>,
-        scraper: Arc<Scraper>,
-        stores: Stores,
-        service_monitor_api: Arc<AtomicBool>,
-    ) -> Self {
-        Self {
-            client,
-            settings,
-            events,
-            metrics,
-            scraper,
-            stores,
-            service_monitor_api,
-            memory: Mutex::new(HashMap::new()),
-        }
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Relaxed)
     }
 
     pub fn service_monitors_available(&self) -> bool {

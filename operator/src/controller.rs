@@ -120,15 +120,17 @@ pub async fn run(
         monitor_tx,
         shutdown.clone(),
     ));
-    let context = Arc::new(Context::new(
-        client.clone(),
+    let context = Arc::new(Context {
+        client: client.clone(),
         settings,
-        EventPublisher::new(client.clone(), instance),
+        events: EventPublisher::new(client.clone(), instance),
         metrics,
         scraper,
         stores,
-        monitor_api,
-    ));
+        service_monitor_api: monitor_api,
+        synced: synced.clone(),
+        memory: Default::default(),
+    });
     let bots = scoped::<TradingBot>(&client, ns);
     let controller = Controller::new(bots, watcher::Config::default())
         .owns_stream(pod_events)

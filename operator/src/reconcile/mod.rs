@@ -65,6 +65,9 @@ impl Error {
 const IDLE_RECHECK: Duration = Duration::from_secs(300);
 
 pub async fn reconcile(bot: Arc<TradingBot>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if !ctx.is_synced() {
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     let started = Instant::now();
     let namespace = bot.namespace().unwrap_or_default();
     let api: Api<TradingBot> = Api::namespaced(ctx.client.clone(), &namespace);

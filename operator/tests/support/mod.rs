@@ -94,3 +94,4 @@ pub async fn namespace_with_operator(prefix: &str, values: Value) -> TestNamespa
     ns.deploy_operator(values);
     ns
 }
+pub mod sim;

@@ -524,10 +524,20 @@ pub fn merge_json(base: &mut serde_json::Value, overlay: serde_json::Value) {
     }
 }
 
+/// One write request from the API server's audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditedWrite {
+    pub verb: String,
+    pub resource: String,
+    pub name: String,
+    /// The HTTP status the API server answered with.
+    pub code: u16,
+}
+
 /// Write requests (create/update/patch/delete) in the API server's audit log by users whose
-/// name starts with `user_prefix`, received at or after `since` (RFC 3339), as
-/// (verb, resource, name) triples.
-pub fn audited_writes(user_prefix: &str, since: &str) -> Vec<(String, String, String)> {
+/// name starts with `user_prefix`, received at or after `since` (RFC 3339), whatever their
+/// outcome.
+pub fn audited_writes(user_prefix: &str, since: &str) -> Vec<AuditedWrite> {
     let path = cluster_dir().join("logs/audit.log");
     let text = std::fs::read_to_string(&path).unwrap_or_default();
     text.lines()
@@ -538,12 +548,11 @@ pub fn audited_writes(user_prefix: &str, since: &str) -> Vec<(String, String, St
                 .is_some_and(|u| u.starts_with(user_prefix))
         })
         .filter(|e| e["requestReceivedTimestamp"].as_str().is_some_and(|t| t >= since))
-        .map(|e| {
-            (
-                e["verb"].as_str().unwrap_or_default().to_string(),
-                e["objectRef"]["resource"].as_str().unwrap_or_default().to_string(),
-                e["objectRef"]["name"].as_str().unwrap_or_default().to_string(),
-            )
+        .map(|e| AuditedWrite {
+            verb: e["verb"].as_str().unwrap_or_default().to_string(),
+            resource: e["objectRef"]["resource"].as_str().unwrap_or_default().to_string(),
+            name: e["objectRef"]["name"].as_str().unwrap_or_default().to_string(),
+            code: e["responseStatus"]["code"].as_u64().unwrap_or(0) as u16,
         })
         .collect()
 }

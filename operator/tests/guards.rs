@@ -1,0 +1,314 @@
+//! Guard enforcement by the operator, on real bot pods trading on the exchange simulator:
+//! loss from a price shock trips ReduceOnly then Halted (orders cancelled), a manual
+//! acknowledgement is refused until the loss recovers, frozen data and unreachable metrics
+//! trip the staleness guard, and a bot with its own guards disabled is still stopped.
+
+mod support;
+
+use perps_bot::domain::OrderStatus;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::sim::PodExchange;
+use support::*;
+use test_harness::{TestNamespace, eventually};
+
+const QUICK: Duration = Duration::from_secs(45);
+
+fn trips(ns: &TestNamespace, bot: &str) -> Vec<Value> {
+    ns.tradingbot(bot)["status"]["trips"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn trip_id(ns: &TestNamespace, bot: &str, guard: &str, level: &str) -> String {
+    trips(ns, bot)
+        .iter()
+        .find(|t| t["guard"] == guard && t["level"] == level)
+        .and_then(|t| t["id"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("no {guard} {level} trip in {:?}", trips(ns, bot)))
+}
+
+async fn wait_cycles(ns: &TestNamespace, pod: &str, cycles: f64) {
+    eventually(Duration::from_secs(90), "the bot cycling", || async move {
+        let text = pod_metrics(ns, pod).await?;
+        (metric(&text, "perps_bot_cycles_total")? >= cycles).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn loss_trips_reduce_only_then_halted_and_an_ack_needs_recovery() {
+    let exchange = PodExchange::start().await;
+    let ns = namespace_with_operator("op-loss", exchange.operator_values()).await;
+    let key = exchange.key(&[("USD", Decimal::from(10_000)), ("BTC", Decimal::ONE)], false);
+    exchange.secret(&ns, "coinbase-demo", &key);
+    let mid = exchange.mid("BTC-USD");
+    let reduce_at = (mid * Decimal::new(5, 2)).round_dp(2);
+    let halt_at = (mid * Decimal::new(12, 2)).round_dp(2);
+    ns.apply(&bot(
+        "lossy",
+        json!({
+            "profile": "demo", "symbols": ["BTC-USD"], "dryRun": false,
+            "exchange": {"credentialsSecret": "coinbase-demo"},
+            "guards": {"dailyLoss": {"reduceOnlyAt": reduce_at.to_string(), "haltAt": halt_at.to_string()}, "resume": "Manual"},
+            "env": [{"name": "PERPS_BOT_INTERVAL", "value": "1"}],
+        }),
+    ))
+    .unwrap();
+    wait_running(&ns, "lossy").await;
+    wait_cycles(&ns, "lossy", 3.0).await;
+    let client = exchange.client(&key).await;
+    let resting = exchange.resting_order(&client, "lossy-prod-resting-1").await;
+    // The venue goes cancel-only (a real incident pattern): the bot cannot sell its BTC while
+    // the price falls, so the loss keeps growing through both levels; cancelling still works.
+    exchange
+        .sim
+        .set_product_flags(
+            "BTC-USD",
+            exchange_sim::ProductFlagsUpdate {
+                cancel_only: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+
+    exchange.shock("BTC-USD", -8);
+    wait_for_field(&ns, "lossy", "{.status.mode}", "ReduceOnly", QUICK).await;
+    wait_for_metric(&ns, "lossy", "perps_bot_trading_mode", 1.0, QUICK).await;
+    let trip = trips(&ns, "lossy")
+        .into_iter()
+        .find(|t| t["level"] == "ReduceOnly")
+        .unwrap();
+    assert_eq!(trip["guard"], "dailyLoss");
+    assert_eq!(trip["threshold"], reduce_at.normalize().to_string());
+    assert!(trip["value"].as_str().unwrap().parse::<Decimal>().unwrap() >= reduce_at);
+    assert!(
+        ns.events_for("lossy")
+            .iter()
+            .any(|(kind, reason, note)| kind == "Warning" && reason == "GuardTripped" && note.contains("dailyLoss"))
+    );
+
+    exchange.shock("BTC-USD", -8);
+    wait_for_field(&ns, "lossy", "{.status.mode}", "Halted", QUICK).await;
+    wait_for_metric(&ns, "lossy", "perps_bot_trading_mode", 2.0, QUICK).await;
+    eventually(QUICK, "the bot's resting order cancelled", || {
+        let client = &client;
+        let id = resting.order_id.clone();
+        async move { (client.get_order(&id).await.ok()?.status == OrderStatus::Cancelled).then_some(()) }
+    })
+    .await;
+
+    // Acknowledging while the loss is still over the level is refused.
+    let halted = trip_id(&ns, "lossy", "dailyLoss", "Halted");
+    ns.kubectl(&[
+        "annotate",
+        "tb",
+        "lossy",
+        &format!("trading.gpttrader.io/ack-trip={halted}"),
+    ]);
+    wait_for_field(&ns, "lossy", "{.status.lastAck.result}", "Refused", QUICK).await;
+    assert_eq!(ns.tradingbot("lossy")["status"]["mode"], "Halted");
+    assert!(
+        ns.events_for("lossy")
+            .iter()
+            .any(|(kind, reason, _)| kind == "Warning" && reason == "AckRefused")
+    );
+
+    // The price recovers; now the same trips can be acknowledged.
+    exchange.shock("BTC-USD", 25);
+    exchange
+        .sim
+        .set_product_flags(
+            "BTC-USD",
+            exchange_sim::ProductFlagsUpdate {
+                cancel_only: Some(false),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    wait_for_metric(&ns, "lossy", "perps_bot_daily_loss", 0.0, QUICK).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ns.kubectl(&[
+        "annotate",
+        "--overwrite",
+        "tb",
+        "lossy",
+        &format!("trading.gpttrader.io/ack-trip={halted}@recovered"),
+    ]);
+    wait_for_field(&ns, "lossy", "{.status.lastAck.result}", "Accepted", QUICK).await;
+    wait_for_field(&ns, "lossy", "{.status.mode}", "ReduceOnly", QUICK).await;
+    let reduce = trip_id(&ns, "lossy", "dailyLoss", "ReduceOnly");
+    ns.kubectl(&[
+        "annotate",
+        "--overwrite",
+        "tb",
+        "lossy",
+        &format!("trading.gpttrader.io/ack-trip={reduce}"),
+    ]);
+    wait_for_field(&ns, "lossy", "{.status.mode}", "Normal", QUICK).await;
+    wait_for_metric(&ns, "lossy", "perps_bot_trading_mode", 0.0, QUICK).await;
+    let reasons: Vec<String> = ns.events_for("lossy").into_iter().map(|(_, r, _)| r).collect();
+    assert!(
+        reasons.iter().filter(|r| *r == "TripAcknowledged").count() >= 2,
+        "{reasons:?}"
+    );
+}
+
+/// Drops traffic to a pod's metrics port at the host's FORWARD chain while alive.
+struct BlockedPort {
+    rule: Vec<String>,
+}
+
+impl BlockedPort {
+    fn block(ip: &str, port: u16) -> Self {
+        let rule: Vec<String> = [
+            "FORWARD",
+            "-d",
+            &format!("{ip}/32"),
+            "-p",
+            "tcp",
+            "--dport",
+            &port.to_string(),
+            "-j",
+            "DROP",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut insert = vec!["-I".to_string()];
+        insert.extend(rule.clone());
+        let status = std::process::Command::new("iptables")
+            .args(&insert)
+            .status()
+            .expect("iptables runs");
+        assert!(status.success(), "iptables -I failed");
+        Self { rule }
+    }
+}
+
+impl Drop for BlockedPort {
+    fn drop(&mut self) {
+        let mut delete = vec!["-D".to_string()];
+        delete.extend(self.rule.clone());
+        let _ = std::process::Command::new("iptables").args(&delete).status();
+    }
+}
+
+#[tokio::test]
+async fn frozen_market_data_and_unreachable_metrics_trip_the_staleness_guard() {
+    let exchange = PodExchange::start().await;
+    let ns = namespace_with_operator("op-stale", exchange.operator_values()).await;
+    ns.apply(&bot(
+        "stale",
+        json!({
+            "profile": "demo", "symbols": ["BTC-USD", "ETH-USD"], "dryRun": true,
+            "guards": {"marketDataStalenessSeconds": {"reduceOnlyAt": 6, "haltAt": 3600}, "resume": "Manual"},
+            "metrics": {"scrapeIntervalSeconds": 1, "unreachableAfterSeconds": 5},
+            "env": [{"name": "PERPS_BOT_INTERVAL", "value": "1"}],
+        }),
+    ))
+    .unwrap();
+    wait_running(&ns, "stale").await;
+    wait_cycles(&ns, "stale", 2.0).await;
+
+    exchange.freeze(true);
+    wait_for_field(&ns, "stale", "{.status.mode}", "ReduceOnly", QUICK).await;
+    wait_for_metric(&ns, "stale", "perps_bot_trading_mode", 1.0, QUICK).await;
+    let frozen = trip_id(&ns, "stale", "marketDataStalenessSeconds", "ReduceOnly");
+    exchange.freeze(false);
+    eventually(QUICK, "fresh market data again", || async {
+        let text = pod_metrics(&ns, "stale").await?;
+        let ages: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with("perps_bot_market_data_staleness_seconds{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        (!ages.is_empty() && ages.iter().all(|a| *a < 3.0)).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ns.kubectl(&[
+        "annotate",
+        "tb",
+        "stale",
+        &format!("trading.gpttrader.io/ack-trip={frozen}"),
+    ]);
+    wait_for_field(&ns, "stale", "{.status.mode}", "Normal", QUICK).await;
+
+    // Now the bot is healthy but its metrics cannot be read by the operator.
+    let ip = pod_field(&ns, "stale", "{.status.podIP}");
+    let operator_ip = pod_field(
+        &ns,
+        &ns.pods("app.kubernetes.io/name=tradingbot-operator")[0],
+        "{.status.podIP}",
+    );
+    assert_ne!(ip, operator_ip);
+    let blocked = BlockedPort::block(&ip, 9102);
+    wait_for_field(
+        &ns,
+        "stale",
+        "{.status.conditions[?(@.type==\"MetricsReachable\")].status}",
+        "False",
+        QUICK,
+    )
+    .await;
+    wait_for_field(&ns, "stale", "{.status.mode}", "ReduceOnly", QUICK).await;
+    let events = ns.events_for("stale");
+    assert!(
+        events
+            .iter()
+            .any(|(kind, reason, _)| kind == "Warning" && reason == "MetricsUnreachable"),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|(_, reason, note)| reason == "GuardTripped" && note.contains("metrics unreachable")),
+        "{events:?}"
+    );
+    drop(blocked);
+    wait_for_field(
+        &ns,
+        "stale",
+        "{.status.conditions[?(@.type==\"MetricsReachable\")].status}",
+        "True",
+        QUICK,
+    )
+    .await;
+    // The bot follows the operator's status even though the operator could not read it.
+    let text = pod_metrics(&ns, "stale").await.unwrap();
+    assert_eq!(metric(&text, "perps_bot_trading_mode"), Some(1.0));
+}
+
+#[tokio::test]
+async fn a_bot_with_its_own_guards_disabled_is_still_stopped_by_the_operator() {
+    let exchange = PodExchange::start().await;
+    let ns = namespace_with_operator("op-blind", exchange.operator_values()).await;
+    let key = exchange.key(&[("USD", Decimal::from(10_000)), ("BTC", Decimal::ONE)], false);
+    exchange.secret(&ns, "coinbase-demo", &key);
+    let reduce_at = (exchange.mid("BTC-USD") * Decimal::new(5, 2)).round_dp(2);
+    ns.apply(&bot(
+        "blind",
+        json!({
+            "profile": "demo", "symbols": ["BTC-USD"], "dryRun": false,
+            "exchange": {"credentialsSecret": "coinbase-demo"},
+            "guards": {"dailyLoss": {"reduceOnlyAt": reduce_at.to_string()}},
+            "env": [{"name": "PERPS_BOT_INTERVAL", "value": "1"}, {"name": "PERPS_BOT_DISABLE_GUARDS", "value": "true"}],
+        }),
+    ))
+    .unwrap();
+    wait_running(&ns, "blind").await;
+    wait_cycles(&ns, "blind", 3.0).await;
+    exchange.shock("BTC-USD", -9);
+    wait_for_field(&ns, "blind", "{.status.mode}", "ReduceOnly", QUICK).await;
+    wait_for_metric(&ns, "blind", "perps_bot_trading_mode", 1.0, QUICK).await;
+    let text = pod_metrics(&ns, "blind").await.unwrap();
+    assert_eq!(
+        metric(&text, "perps_bot_guard_trips_total"),
+        Some(0.0),
+        "the bot's own guards never tripped"
+    );
+    assert!(metric(&text, "perps_bot_daily_loss").unwrap() >= reduce_at.to_string().parse::<f64>().unwrap());
+}
