@@ -23,18 +23,60 @@ use tradingbot_crds::{Instance, TradingMode};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Run the trading loop with the broker the configuration names.
+/// Run the trading loop with the broker the configuration names. The services (HTTP, mode
+/// sources, the identity Lease) start first, so a bot whose exchange is unreachable at start
+/// stays up, reports the errors and keeps trying instead of crash-looping.
 pub async fn run(args: &RunArgs, config: BotConfig) -> anyhow::Result<()> {
-    match config.broker {
+    let mut services = Services::start(args, &config).await?;
+    let result = match config.broker {
         BrokerKind::Paper => {
             let paper = PaperExchange::new(&config.paper, &config.symbols, config.derivatives);
-            run_with(args, config, Arc::new(paper)).await
+            trade(args, config, Arc::new(paper), &mut services).await
         }
-        BrokerKind::Coinbase => {
-            let client = crate::coinbase::connect_for_trading(args, &config, &client_instance(args)).await?;
-            run_with(args, client.0, Arc::new(client.1)).await
+        BrokerKind::Coinbase => match connect_until_ready(args, &config, &mut services).await? {
+            Some((config, broker)) => trade(args, config, Arc::new(broker), &mut services).await,
+            None => Ok(()),
+        },
+    };
+    services.finish().await;
+    result
+}
+
+/// Connect to Coinbase, retrying while the exchange is unreachable; credentials or
+/// configuration it refuses end the process (exit codes 3 / 2).
+async fn connect_until_ready(
+    args: &RunArgs,
+    config: &BotConfig,
+    services: &mut Services,
+) -> anyhow::Result<Option<(BotConfig, crate::coinbase::broker::CoinbaseBroker)>> {
+    let instance = client_instance(args);
+    loop {
+        match crate::coinbase::connect_for_trading(args, config, &instance).await {
+            Ok((config, broker)) => {
+                services.app.metrics.create_series(&config.symbols);
+                return Ok(Some((config, broker)));
+            }
+            Err(error) if is_transient(&error) => {
+                tracing::warn!(error = %format!("{error:#}"), "exchange unreachable; retrying");
+                services.app.metrics.errors.with_label_values(&["exchange"]).inc();
+                services.app.update_vitals(|v| v.heartbeat = Instant::now());
+            }
+            Err(error) => return Err(error),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = services.stop.changed() => return Ok(None),
         }
     }
+}
+
+fn is_transient(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<crate::broker::BrokerError>(),
+            Some(crate::broker::BrokerError::Unavailable(_) | crate::broker::BrokerError::RateLimited(_))
+        )
+    })
 }
 
 /// Who we are in the exchange simulator's order log and in client order ids.
@@ -93,98 +135,150 @@ pub fn default_metrics_file(config: &BotConfig) -> PathBuf {
     PathBuf::from(format!("var/data/perps_bot/{}/metrics.json", config.profile))
 }
 
-async fn run_with<B: Broker>(args: &RunArgs, config: BotConfig, broker: Arc<B>) -> anyhow::Result<()> {
-    let (stop_tx, mut stop) = watch::channel(false);
-    spawn_signal_handler(stop_tx.clone());
-    let identity = identity(args)?;
-    let instance = identity.as_ref().map_or(Instance::Prod, |i| i.instance);
+/// Everything that runs around the trading loop, independent of the exchange.
+struct Services {
+    stop_tx: watch::Sender<bool>,
+    stop: watch::Receiver<bool>,
+    identity: Option<Identity>,
+    instance: Instance,
+    mode: ModeHandle,
+    app: Arc<AppState>,
+    acks: Option<mpsc::Receiver<crate::control::AckRequest>>,
+    lease: Option<watch::Receiver<LeaseState>>,
+    spec_guards: Option<watch::Receiver<Option<tradingbot_crds::spec::Guards>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
 
-    let mut expected = vec![source::CONFIG, source::GUARDS];
-    if identity.is_some() {
-        expected.push(source::KUBERNETES);
-    }
-    if args.control_file.is_some() {
-        expected.push(source::CONTROL_FILE);
-    }
-    let mode = ModeHandle::new(&expected);
-    let config_mode = TradingMode::from_switches(config.reduce_only, false);
-    mode.set(
-        source::CONFIG,
-        config_mode,
-        if config.reduce_only {
+impl Services {
+    async fn start(args: &RunArgs, config: &BotConfig) -> anyhow::Result<Self> {
+        let (stop_tx, stop) = watch::channel(false);
+        spawn_signal_handler(stop_tx.clone());
+        let identity = identity(args)?;
+        let instance = identity.as_ref().map_or(Instance::Prod, |i| i.instance);
+
+        let mut expected = vec![source::CONFIG, source::GUARDS];
+        if identity.is_some() {
+            expected.push(source::KUBERNETES);
+        }
+        if args.control_file.is_some() {
+            expected.push(source::CONTROL_FILE);
+        }
+        let mode = ModeHandle::new(&expected);
+        let config_reason = if config.reduce_only {
             "reduce-only by configuration"
         } else {
             "configuration"
-        },
-    );
-
-    let metrics = Arc::new(BotMetrics::new(
-        VERSION,
-        config.profile.as_str(),
-        instance.as_str(),
-        &config.symbols,
-    ));
-    let (acks_tx, acks_rx) = mpsc::channel(64);
-    let app = Arc::new(AppState {
-        metrics: metrics.clone(),
-        snapshot: RwLock::new(None),
-        vitals: RwLock::new(Vitals {
-            heartbeat: Instant::now(),
-            market_data_fresh: false,
-            lease_held: identity.is_none(),
-        }),
-        mode: mode.clone(),
-        acks: acks_tx.clone(),
-        control_token: control_token(args)?,
-        liveness_timeout: config.interval * 10 + Duration::from_secs(60),
-        started: Instant::now(),
-    });
-
-    let serve_http = !args.dev_fast || std::env::args().any(|a| a.starts_with("--metrics-addr"));
-    let mut server_task = None;
-    if serve_http {
-        let (bound, task) = server::serve(args.metrics_addr, app.clone(), stop.clone())
-            .await
-            .with_context(|| format!("--metrics-addr {}: cannot listen", args.metrics_addr))?;
-        tracing::info!(address = %bound, "serving /metrics, /metrics.json, /healthz, /readyz and /control");
-        server_task = Some(task);
-    }
-
-    let mut lease_rx: Option<watch::Receiver<LeaseState>> = None;
-    let mut lease_task = None;
-    let mut spec_guards = None;
-    if let Some(identity) = &identity {
-        let client = kube::Client::try_default()
-            .await
-            .context("cannot reach the Kubernetes API (needed with --tradingbot)")?;
-        let names = InstanceNames::new(&identity.bot, identity.instance);
-        let (holder, rx) = LeaseHolder::new(
-            client.clone(),
-            LeaseConfig::new(names.lease, &identity.namespace, &identity.holder),
+        };
+        mode.set(
+            source::CONFIG,
+            TradingMode::from_switches(config.reduce_only, false),
+            config_reason,
         );
-        lease_task = Some(tokio::spawn(holder.run(stop.clone())));
-        lease_rx = Some(rx);
-        let (guards_tx, guards_rx) = watch::channel(None);
-        spec_guards = Some(guards_rx);
-        tokio::spawn(control::kube::watch_tradingbot(
-            client,
-            identity.clone(),
-            mode.clone(),
-            guards_tx,
-            acks_tx.clone(),
-            stop.clone(),
+
+        let version = std::env::var(tradingbot_crds::names::env::VERSION).unwrap_or_else(|_| VERSION.to_string());
+        let metrics = Arc::new(BotMetrics::new(
+            &version,
+            config.profile.as_str(),
+            instance.as_str(),
+            &config.symbols,
         ));
-        tracing::info!(tradingbot = %identity.bot, namespace = %identity.namespace, instance = %identity.instance, holder = %identity.holder, "managed by the operator: waiting for the identity Lease and the TradingBot");
-    }
-    if let Some(path) = &args.control_file {
-        tokio::spawn(control::file::watch(
-            path.clone(),
-            mode.clone(),
-            acks_tx.clone(),
-            stop.clone(),
-        ));
+        let (acks_tx, acks_rx) = mpsc::channel(64);
+        let app = Arc::new(AppState {
+            metrics,
+            snapshot: RwLock::new(None),
+            vitals: RwLock::new(Vitals {
+                heartbeat: Instant::now(),
+                market_data_fresh: false,
+                lease_held: identity.is_none(),
+            }),
+            mode: mode.clone(),
+            acks: acks_tx.clone(),
+            control_token: control_token(args)?,
+            liveness_timeout: config.interval * 10 + Duration::from_secs(60),
+            started: Instant::now(),
+        });
+        let mut tasks = Vec::new();
+        let serve_http = !args.dev_fast || std::env::args().any(|a| a.starts_with("--metrics-addr"));
+        if serve_http {
+            let (bound, task) = server::serve(args.metrics_addr, app.clone(), stop.clone())
+                .await
+                .with_context(|| format!("--metrics-addr {}: cannot listen", args.metrics_addr))?;
+            tracing::info!(address = %bound, "serving /metrics, /metrics.json, /healthz, /readyz and /control");
+            tasks.push(task);
+        }
+
+        let mut lease = None;
+        let mut spec_guards = None;
+        if let Some(identity) = &identity {
+            let client = kube::Client::try_default()
+                .await
+                .context("cannot reach the Kubernetes API (needed with --tradingbot)")?;
+            let names = InstanceNames::new(&identity.bot, identity.instance);
+            let (holder, rx) = LeaseHolder::new(
+                client.clone(),
+                LeaseConfig::new(names.lease, &identity.namespace, &identity.holder),
+            );
+            tasks.push(tokio::spawn(holder.run(stop.clone())));
+            tokio::spawn(track_lease(rx.clone(), app.clone()));
+            lease = Some(rx);
+            let (guards_tx, guards_rx) = watch::channel(None);
+            spec_guards = Some(guards_rx);
+            tokio::spawn(control::kube::watch_tradingbot(
+                client,
+                identity.clone(),
+                mode.clone(),
+                guards_tx,
+                acks_tx.clone(),
+                stop.clone(),
+            ));
+            tracing::info!(tradingbot = %identity.bot, namespace = %identity.namespace, instance = %identity.instance, holder = %identity.holder, "managed by the operator: waiting for the identity Lease and the TradingBot");
+        }
+        if let Some(path) = &args.control_file {
+            tokio::spawn(control::file::watch(
+                path.clone(),
+                mode.clone(),
+                acks_tx.clone(),
+                stop.clone(),
+            ));
+        }
+        Ok(Self {
+            stop_tx,
+            stop,
+            identity,
+            instance,
+            mode,
+            app,
+            acks: Some(acks_rx),
+            lease,
+            spec_guards,
+            tasks,
+        })
     }
 
+    /// Stop the services; the Lease is released so a successor need not wait.
+    async fn finish(self) {
+        let _ = self.stop_tx.send(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        tracing::info!("perps-bot stopped");
+    }
+}
+
+/// Run the engine with `broker` until stopped or done.
+async fn trade<B: Broker>(
+    args: &RunArgs,
+    config: BotConfig,
+    broker: Arc<B>,
+    services: &mut Services,
+) -> anyhow::Result<()> {
+    let (identity, instance, mode, app) = (
+        &services.identity,
+        services.instance,
+        services.mode.clone(),
+        services.app.clone(),
+    );
+    let lease_rx = services.lease.clone();
     // Client order ids start with the instance's identity: the bot only ever cancels its own.
     let client_id_prefix = identity
         .as_ref()
@@ -198,9 +292,6 @@ async fn run_with<B: Broker>(args: &RunArgs, config: BotConfig, broker: Arc<B>) 
         format!("{client_id_prefix}-"),
     ));
     tokio::spawn(enforce_mode_changes(executor.clone(), app.clone()));
-    if let Some(rx) = lease_rx.clone() {
-        tokio::spawn(track_lease(rx, app.clone()));
-    }
 
     let metrics_file = args
         .metrics_file
@@ -230,22 +321,15 @@ async fn run_with<B: Broker>(args: &RunArgs, config: BotConfig, broker: Arc<B>) 
         executor,
         mode,
         app,
-        acks: acks_rx,
-        spec_guards,
+        acks: services.acks.take().context("the engine runs once")?,
+        spec_guards: services.spec_guards.clone(),
         files,
         guards_enabled: !args.disable_guards,
     };
+    let mut stop = services.stop.clone();
     let mut engine = Engine::start(parts, &mut stop).await?;
     engine.run(cycles, &mut stop).await;
     engine.shutdown(!args.keep_orders_on_exit).await;
-    let _ = stop_tx.send(true);
-    if let Some(task) = lease_task {
-        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-    }
-    if let Some(task) = server_task {
-        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-    }
-    tracing::info!("perps-bot stopped");
     Ok(())
 }
 

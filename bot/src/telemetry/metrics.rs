@@ -109,7 +109,7 @@ impl BotMetrics {
     }
 
     /// Create every labelled series at zero.
-    fn create_series(&self, symbols: &[Symbol]) {
+    pub fn create_series(&self, symbols: &[Symbol]) {
         for kind in ERROR_KINDS {
             self.errors.with_label_values(&[kind]);
         }

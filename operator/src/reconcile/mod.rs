@@ -240,6 +240,17 @@ async fn reconcile_bot(bot: &TradingBot, ctx: &Context) -> Result<Action, Error>
         cycles: canary_sample.as_ref().and_then(|s| s.cycles),
         cycle_errors: canary_sample.as_ref().and_then(|s| s.cycle_errors),
         trip: canary_trip,
+        restarts: canary_pod
+            .as_deref()
+            .and_then(|p| {
+                p.status
+                    .as_ref()?
+                    .container_statuses
+                    .as_ref()?
+                    .first()
+                    .map(|c| c.restart_count)
+            })
+            .map_or(0, |r| u32::try_from(r).unwrap_or(0)),
     };
     let prod_ready_image = prod_pod
         .as_deref()

@@ -20,7 +20,12 @@ pub struct CanaryView {
     pub cycle_errors: Option<u64>,
     /// Why the canary failed a guard, when one of its trips is latched.
     pub trip: Option<String>,
+    /// Restarts of the canary's container (a crash loop fails the canary).
+    pub restarts: u32,
 }
+
+/// A canary container that restarts this often has failed.
+pub const CANARY_MAX_RESTARTS: u32 = 3;
 
 pub struct RolloutInputs<'a> {
     pub spec: &'a TradingBotSpec,
@@ -189,6 +194,11 @@ pub fn plan(input: &RolloutInputs<'_>) -> RolloutPlan {
                     &mut notices,
                     format!("guard trip during the canary ({trip})"),
                 );
+                return out(current, None, rollout, notices, None);
+            }
+            if input.canary.restarts >= CANARY_MAX_RESTARTS {
+                let why = format!("the canary container restarted {} times", input.canary.restarts);
+                abort(&mut rollout, &mut notices, why);
                 return out(current, None, rollout, notices, None);
             }
             if rollout.errors > u64::from(canary.max_errors) {
@@ -386,7 +396,7 @@ mod tests {
             ready: true,
             cycles: Some(10),
             cycle_errors: Some(0),
-            trip: None,
+            ..Default::default()
         };
         w.step();
         w.now += 61;
@@ -411,7 +421,7 @@ mod tests {
             ready: true,
             cycles: Some(2),
             cycle_errors: Some(0),
-            trip: None,
+            ..Default::default()
         };
         w.step();
         w.canary.trip = Some("dailyLoss Halted".into());
@@ -436,11 +446,26 @@ mod tests {
             ready: true,
             cycles: Some(5),
             cycle_errors: Some(1),
-            trip: None,
+            ..Default::default()
         };
         let plan = w.step();
         assert_eq!(w.phase(), RolloutPhase::Aborted);
         assert!(plan.notices[0].note.contains("maxErrors 0"));
+    }
+
+    #[test]
+    fn a_crash_looping_canary_aborts() {
+        let mut w = World::new();
+        w.step();
+        w.spec.image = Some("bot:v2".into());
+        w.step();
+        w.canary = CanaryView {
+            restarts: CANARY_MAX_RESTARTS,
+            ..Default::default()
+        };
+        let plan = w.step();
+        assert_eq!(w.phase(), RolloutPhase::Aborted);
+        assert!(plan.notices[0].note.contains("restarted 3 times"));
     }
 
     #[test]
