@@ -477,6 +477,147 @@ mod tests {
         assert_eq!(m.last().daily_loss, dec!(900));
     }
 
+    /// Every guard trips at its ReduceOnly level and at its Halted level, and each trip resets
+    /// both ways: a manual acknowledgement (once recovered) and, with `resume: Auto`, healthy
+    /// cycles.
+    #[test]
+    fn every_guard_trips_at_both_levels_and_resets_by_both_paths() {
+        use tradingbot_crds::guards::GuardKind;
+        // Each feed measures one guard at level 0 (healthy), 1 (ReduceOnly) or 2 (Halted).
+        type Feed = fn(&mut GuardMonitor, u8, i64);
+        let feeds: [(GuardKind, Feed); 6] = [
+            (GuardKind::DailyLoss, |m, level, t| {
+                m.measure(
+                    dec!(1000) - Decimal::from([0, 100, 200][level as usize]),
+                    t,
+                    BTreeMap::new(),
+                    &[],
+                );
+            }),
+            (GuardKind::DrawdownPercent, |m, level, t| {
+                m.measure(
+                    dec!(1000) * (Decimal::ONE - Decimal::from([0, 5, 10][level as usize]) / dec!(100)),
+                    t,
+                    BTreeMap::new(),
+                    &[],
+                );
+            }),
+            (GuardKind::MarketDataStalenessSeconds, |m, level, t| {
+                let age = Decimal::from([1, 10, 30][level as usize]);
+                m.measure(dec!(1000), t, BTreeMap::from([("BTC-USD".parse().unwrap(), age)]), &[]);
+            }),
+            (GuardKind::Volatility, |m, level, t| {
+                let swing = [dec!(1000), dec!(1010), dec!(1030)][level as usize];
+                for p in [dec!(1000), swing, dec!(1000), swing, dec!(1000), swing] {
+                    m.record_marks(std::iter::once((&"BTC-USD".parse::<Symbol>().unwrap(), p)));
+                }
+                m.measure(dec!(1000), t, BTreeMap::new(), &[]);
+            }),
+            (GuardKind::Concentration, |m, level, t| {
+                let notionals = [
+                    vec![dec!(1), dec!(1), dec!(1), dec!(1)],
+                    vec![dec!(9), dec!(1)],
+                    vec![dec!(1)],
+                ][level as usize]
+                    .clone();
+                m.measure(dec!(1000), t, BTreeMap::new(), &notionals);
+            }),
+            (GuardKind::ErrorRate, |m, level, t| {
+                for _ in 0..[0, 2, 4][level as usize] {
+                    m.record_error(t);
+                }
+                m.measure(dec!(1000), t, BTreeMap::new(), &[]);
+            }),
+        ];
+        for (guard, feed) in feeds {
+            for auto in [false, true] {
+                let mut levels = levels();
+                levels.concentration = Some(Levels {
+                    reduce_only_at: Some("0.7".parse().unwrap()),
+                    halt_at: Some("0.95".parse().unwrap()),
+                });
+                levels.volatility = Some(VolatilityGuard {
+                    window: 5,
+                    reduce_only_at: Some("5".parse().unwrap()),
+                    halt_at: Some("15".parse().unwrap()),
+                });
+                if auto {
+                    levels.resume = ResumePolicy::Auto;
+                    levels.healthy_cycles_before_resume = Some(2);
+                }
+                // Only the guard under test is configured.
+                let only = |g: GuardKind, l: &Guards| -> Guards {
+                    let mut o = Guards {
+                        resume: l.resume,
+                        healthy_cycles_before_resume: l.healthy_cycles_before_resume,
+                        ..Guards::default()
+                    };
+                    match g {
+                        GuardKind::DailyLoss => o.daily_loss = l.daily_loss.clone(),
+                        GuardKind::DrawdownPercent => o.drawdown_percent = l.drawdown_percent.clone(),
+                        GuardKind::MarketDataStalenessSeconds => {
+                            o.market_data_staleness_seconds = l.market_data_staleness_seconds.clone()
+                        }
+                        GuardKind::Volatility => o.volatility = l.volatility.clone(),
+                        GuardKind::Concentration => o.concentration = l.concentration.clone(),
+                        GuardKind::ErrorRate => o.error_rate = l.error_rate.clone(),
+                    }
+                    o
+                };
+                let mut m = GuardMonitor::new(only(guard, &levels), true, dec!(60), None);
+                let mut t = 20_000 * DAY_MS;
+                feed(&mut m, 0, t);
+                assert!(m.evaluate(Instance::Prod, t).is_empty(), "{guard}: healthy start");
+                t += 1;
+                feed(&mut m, 1, t);
+                assert_eq!(
+                    tripped(&m.evaluate(Instance::Prod, t)),
+                    [(guard.as_str().to_string(), TradingMode::ReduceOnly)],
+                    "{guard} ReduceOnly level"
+                );
+                t += 1;
+                feed(&mut m, 2, t);
+                assert_eq!(
+                    tripped(&m.evaluate(Instance::Prod, t)),
+                    [(guard.as_str().to_string(), TradingMode::Halted)],
+                    "{guard} Halted level"
+                );
+                assert_eq!(m.mode().0, TradingMode::Halted);
+                // Recover (errors age out of their window; a fresh monitor state for volatility).
+                t += 600_000;
+                let mut m2 = m;
+                if guard == GuardKind::Volatility {
+                    for _ in 0..6 {
+                        m2.record_marks(std::iter::once((&"BTC-USD".parse::<Symbol>().unwrap(), dec!(1000))));
+                    }
+                }
+                if auto {
+                    feed(&mut m2, 0, t);
+                    assert!(
+                        m2.evaluate(Instance::Prod, t).is_empty(),
+                        "{guard}: one healthy cycle is not enough"
+                    );
+                    t += 1;
+                    feed(&mut m2, 0, t);
+                    let released = m2.evaluate(Instance::Prod, t);
+                    assert_eq!(
+                        released.len(),
+                        2,
+                        "{guard}: both trips released automatically: {released:?}"
+                    );
+                } else {
+                    feed(&mut m2, 0, t);
+                    assert!(m2.evaluate(Instance::Prod, t).is_empty());
+                    let ids: Vec<String> = m2.trips().iter().map(|t| t.id.clone()).collect();
+                    for id in ids {
+                        m2.acknowledge_trip(&id).unwrap_or_else(|e| panic!("{guard}: {e}"));
+                    }
+                }
+                assert_eq!(m2.mode().0, TradingMode::Normal, "{guard} auto={auto}");
+            }
+        }
+    }
+
     #[test]
     fn herfindahl_index() {
         assert_eq!(herfindahl(&[]), Decimal::ZERO);

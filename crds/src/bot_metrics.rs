@@ -43,7 +43,7 @@ metrics! {
     ORDERS_REJECTED = "perps_bot_orders_rejected_total" ["reason"] "Orders refused by the trading state, risk checks, quantisation or the exchange, by reason.";
     ORDERS_DRY_RUN = "perps_bot_orders_dry_run_total" ["symbol", "side"] "Orders decided but not submitted because of dry-run.";
     GUARD_TRIPS = "perps_bot_guard_trips_total" ["guard", "level"] "Guard trips latched by the bot's in-process guards.";
-    GUARD_LATCHED = "perps_bot_guard_latched" ["guard", "level"] "Unix time a still-latched in-process trip tripped (absent when none).";
+    GUARD_LATCHED = "perps_bot_guard_latched" ["guard", "level"] "Unix time a still-latched in-process trip tripped (0 when none).";
     TRADING_MODE = "perps_bot_trading_mode" [] "Effective trading mode: 0 Normal, 1 ReduceOnly, 2 Halted.";
     MODE_KNOWN = "perps_bot_mode_known" [] "1 once the bot knows its effective mode (it trades only then).";
     LEASE_HELD = "perps_bot_lease_held" [] "1 while the bot holds its identity Lease (it trades only then).";

@@ -15,7 +15,11 @@ fn committed_crd_yaml_is_up_to_date() {
 fn the_charts_copy_is_the_same_crd() {
     let chart_copy = test_harness::root().join("charts/tradingbot-operator/files/tradingbot.crd.yaml");
     let text = std::fs::read_to_string(&chart_copy).expect("the chart carries the CRD");
-    assert!(text == tradingbot_crds::crd_yaml(), "{} is stale: run `make crds`", chart_copy.display());
+    assert!(
+        text == tradingbot_crds::crd_yaml(),
+        "{} is stale: run `make crds`",
+        chart_copy.display()
+    );
 }
 
 #[test]

@@ -67,3 +67,33 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: ["servicemonitors"]
   verbs: ["get", "create", "patch", "delete"]
 {{- end }}
+
+{{/* PrometheusRule: the labels of one alert; dict "sev" ("SEV-1".."SEV-3") "ctx" $.
+     severity follows sev one to one: SEV-1 critical, SEV-2 warning, SEV-3 info. */}}
+{{- define "tbo.alertLabels" -}}
+{{- $severity := dict "SEV-1" "critical" "SEV-2" "warning" "SEV-3" "info" -}}
+severity: {{ index $severity .sev }}
+sev: {{ .sev }}
+{{- with .ctx.Values.prometheusRule.alertLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* PrometheusRule: runbook_url of an alert; dict "alert" NAME "ctx" $. The anchor is the
+     lowercased alert name, as GitHub renders a heading "### BotDown" (docs/RUNBOOK.md#botdown). */}}
+{{- define "tbo.runbookUrl" -}}
+{{- printf "%s#%s" .ctx.Values.prometheusRule.runbookBaseUrl (lower .alert) -}}
+{{- end }}
+
+{{/* PromQL matchers of bot scrape targets (limited to the watched namespaces when set). */}}
+{{- define "tbo.botTargetSelector" -}}
+{{- $matchers := list -}}
+{{- with .Values.prometheusRule.botTargetSelector }}{{ $matchers = append $matchers . }}{{ end -}}
+{{- with .Values.watchNamespaces }}{{ $matchers = append $matchers (printf "namespace=~%q" (join "|" .)) }}{{ end -}}
+{{- join ", " $matchers -}}
+{{- end }}
+
+{{/* PromQL matchers of the operator's scrape target (default: metrics.serviceMonitor's job). */}}
+{{- define "tbo.operatorTargetSelector" -}}
+{{- .Values.prometheusRule.operatorTargetSelector | default (printf "job=%q, namespace=%q" (printf "%s-metrics" (include "tbo.fullname" .)) .Release.Namespace) -}}
+{{- end }}
