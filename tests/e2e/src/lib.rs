@@ -1,0 +1,360 @@
+//! The end-to-end suite's toolbox. A [`Flow`] is one user flow in its own namespace, with the
+//! operator installed from the chart and (optionally) the exchange simulator running as a pod.
+//! Flows drive the system with the exact commands the docs give ([`Flow::sh`]), and
+//! [`doc_commands`] lists those commands so a test can prove every one of them is run.
+
+use exchange_sim::{GeneratedKey, KeyAlgorithm, generate_key};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+use test_harness::{TestNamespace, eventually, root};
+
+/// The exchange simulator running as a pod, with the keys it knows.
+pub struct SimPod {
+    /// `host:port` of its Service (reachable from the host and from pods).
+    pub address: String,
+    pub keys: BTreeMap<String, GeneratedKey>,
+}
+
+impl SimPod {
+    pub fn api_url(&self) -> String {
+        format!("http://{}/api/v3/brokerage", self.address)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.address)
+    }
+}
+
+pub struct Flow {
+    pub ns: TestNamespace,
+    pub sim: Option<SimPod>,
+    pub vars: BTreeMap<String, String>,
+    scratch: tempfile_dir::Dir,
+}
+
+/// A scratch folder removed on drop (std only).
+mod tempfile_dir {
+    use std::path::{Path, PathBuf};
+
+    pub struct Dir(PathBuf);
+
+    impl Dir {
+        pub fn new(prefix: &str) -> Self {
+            let suffix: u64 = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            let path = std::env::temp_dir().join(format!("{prefix}-{suffix:x}"));
+            std::fs::create_dir_all(&path).expect("scratch folder");
+            Self(path)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Which keys the simulator pod registers: (name, balances, derivatives).
+pub type KeyPlan<'a> = &'a [(&'a str, &'a [(&'a str, &'a str)], bool)];
+
+impl Flow {
+    /// A namespace with the CRD, the images, (optionally) the simulator pod with `keys`, a
+    /// credentials Secret per key, and the operator from the chart (`operator_values` merged).
+    pub async fn start(prefix: &str, keys: Option<KeyPlan<'_>>, operator_values: Value) -> Flow {
+        let cluster = test_harness::cluster();
+        cluster.install_crd();
+        cluster.require_images();
+        let ns = cluster.namespace(prefix).await;
+        let scratch = tempfile_dir::Dir::new(&format!("e2e-{prefix}"));
+        let mut flow = Flow {
+            ns,
+            sim: None,
+            vars: BTreeMap::new(),
+            scratch,
+        };
+        flow.var("NS", &flow.ns.name.clone());
+        flow.var("OPNS", &flow.ns.name.clone());
+        flow.var("RELEASE", "tbo");
+        let mut values = operator_values;
+        if let Some(keys) = keys {
+            let sim = flow.start_sim(keys).await;
+            test_harness::merge_json(
+                &mut values,
+                json!({"exchange": {"defaultApiBaseUrl": sim.api_url(), "defaultWsUrl": sim.ws_url()}}),
+            );
+            flow.sim = Some(sim);
+        }
+        flow.ns.deploy_operator(values);
+        flow
+    }
+
+    async fn start_sim(&mut self, plan: KeyPlan<'_>) -> SimPod {
+        let mut keys = BTreeMap::new();
+        let mut specs = Vec::new();
+        for (name, balances, derivatives) in plan {
+            let key = generate_key(KeyAlgorithm::Es256);
+            let mut spec = serde_json::to_value(key.key_spec()).expect("key spec serialises");
+            spec["balances"] = balances
+                .iter()
+                .map(|(c, v)| (c.to_string(), json!(v)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+            if *derivatives {
+                spec["derivatives"] = json!(true);
+                spec["portfolio_type"] = json!("INTX");
+            }
+            specs.push(spec);
+            keys.insert(name.to_string(), key);
+        }
+        let keys_file = self.scratch.path().join("keys.json");
+        std::fs::write(&keys_file, serde_json::to_string(&specs).unwrap()).unwrap();
+        self.ns.kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            "exchange-sim-keys",
+            &format!("--from-file=keys.json={}", keys_file.display()),
+        ]);
+        self.ns.kubectl(&[
+            "apply",
+            "-f",
+            root().join("docs/examples/exchange-sim.yaml").to_str().unwrap(),
+        ]);
+        self.ns
+            .kubectl(&["rollout", "status", "deployment/exchange-sim", "--timeout=120s"]);
+        let ip = self
+            .ns
+            .kubectl(&["get", "service", "exchange-sim", "-o", "jsonpath={.spec.clusterIP}"]);
+        let address = format!("{}:8080", ip.trim());
+        let health = format!("http://{address}/healthz");
+        eventually(Duration::from_secs(30), "the simulator Service", || {
+            let url = health.clone();
+            async move { get(&url).await }
+        })
+        .await;
+        let sim = SimPod { address, keys };
+        // Credentials Secrets named after the keys, with the documented command.
+        for name in sim.keys.keys() {
+            let file = self.key_file(&sim, name);
+            self.var("KEY_FILE", file.to_str().unwrap());
+            if name == "coinbase-prod" {
+                self.sh("kubectl -n $NS create secret generic coinbase-prod --from-file=cdp_api_key.json=$KEY_FILE");
+            } else {
+                self.ns.kubectl(&[
+                    "create",
+                    "secret",
+                    "generic",
+                    name,
+                    &format!("--from-file=cdp_api_key.json={}", file.display()),
+                ]);
+            }
+        }
+        // Jobs find the simulator through this optional ConfigMap.
+        self.ns.kubectl(&[
+            "create",
+            "configmap",
+            "exchange-endpoints",
+            &format!("--from-literal=COINBASE_API_BASE={}", sim.api_url()),
+        ]);
+        self.var("SIM", &sim.address);
+        sim
+    }
+
+    fn key_file(&self, sim: &SimPod, name: &str) -> PathBuf {
+        let path = self.scratch.path().join(format!("{name}.json"));
+        std::fs::write(&path, sim.keys[name].cdp_key_json()).unwrap();
+        path
+    }
+
+    pub fn scratch(&self) -> PathBuf {
+        self.scratch.path().to_path_buf()
+    }
+
+    pub fn var(&mut self, name: &str, value: &str) {
+        self.vars.insert(name.to_string(), value.to_string());
+    }
+
+    /// Run a documented command exactly as written (bash, the docs' variables set, the
+    /// cluster's kubectl first on PATH, the repository as the working folder). Panics with the
+    /// output when it fails.
+    pub fn sh(&self, command: &str) -> String {
+        self.sh_result(command).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn sh_result(&self, command: &str) -> Result<String, String> {
+        let cluster = self.ns.cluster();
+        let bin = cluster
+            .kubectl_path
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let path = format!(
+            "{bin}:{}:{}",
+            root().join("target/debug").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let output = Command::new("bash")
+            .args(["-o", "pipefail", "-c", command])
+            .current_dir(root())
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .env("PATH", path)
+            .envs(&self.vars)
+            .output()
+            .map_err(|e| format!("{command}: {e}"))?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if output.status.success() {
+            Ok(stdout)
+        } else {
+            Err(format!(
+                "`{command}` failed ({}):\n{stdout}\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        }
+    }
+
+    /// Poll a documented command until its output satisfies `accept`.
+    pub async fn sh_until(
+        &self,
+        command: &str,
+        what: &str,
+        timeout: Duration,
+        accept: impl Fn(&str) -> bool,
+    ) -> String {
+        eventually(timeout, what, || {
+            let out = self.sh_result(command).ok().filter(|o| accept(o));
+            async move { out }
+        })
+        .await
+    }
+
+    /// POST to the simulator's admin API (faults, balances).
+    pub async fn admin(&self, path: &str, body: Value) {
+        let sim = self.sim.as_ref().expect("this flow runs the simulator");
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let response = reqwest::Client::new()
+            .post(format!("http://{}{path}", sim.address))
+            .json(&body)
+            .send()
+            .await
+            .expect("admin request");
+        assert!(response.status().is_success(), "admin {path}: {}", response.status());
+    }
+
+    /// One metric of the bot's `/metrics` (through the API server's service proxy).
+    pub fn bot_metric(&self, bot: &str, name: &str) -> Option<f64> {
+        let raw = self
+            .ns
+            .cluster()
+            .kubectl_result(&[
+                "get",
+                "--raw",
+                &format!(
+                    "/api/v1/namespaces/{}/services/{bot}-metrics:metrics/proxy/metrics",
+                    self.ns.name
+                ),
+            ])
+            .ok()?;
+        raw.lines()
+            .find(|l| l.split(['{', ' ']).next() == Some(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    pub async fn wait_phase(&self, bot: &str, phase: &str, timeout: Duration) {
+        let jsonpath = "jsonpath={.status.phase}".to_string();
+        eventually(timeout, &format!("{bot} {phase}"), || {
+            let got = self
+                .ns
+                .kubectl_result(&["get", "tb", bot, "-o", &jsonpath])
+                .unwrap_or_default();
+            async move { (got.trim() == phase).then_some(()) }
+        })
+        .await;
+    }
+}
+
+pub async fn get(url: &str) -> Option<String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let response = reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await
+        .ok()?;
+    response.status().is_success().then_some(())?;
+    response.text().await.ok()
+}
+
+/// Every command the docs give users: lines of ```sh blocks and inline `kubectl ...`,
+/// `perps-bot ...` and `curl ...` spans of README.md and docs/*.md (trailing comments dropped).
+pub fn doc_commands() -> Vec<(String, String)> {
+    let mut files = vec![root().join("README.md")];
+    if let Ok(entries) = std::fs::read_dir(root().join("docs")) {
+        let mut docs: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "md"))
+            .collect();
+        docs.sort();
+        files.extend(docs);
+    }
+    let mut commands = Vec::new();
+    for file in files {
+        let name = file.strip_prefix(root()).unwrap_or(&file).display().to_string();
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let mut in_sh = false;
+        for line in text.lines() {
+            let trimmed = line.trim();
+            if trimmed.starts_with("```") {
+                in_sh = !in_sh && trimmed == "```sh";
+                continue;
+            }
+            if in_sh {
+                let command = strip_comment(trimmed);
+                if !command.is_empty() {
+                    commands.push((name.clone(), command));
+                }
+                continue;
+            }
+            for span in line.split('`').skip(1).step_by(2) {
+                if ["kubectl ", "perps-bot ", "curl "].iter().any(|p| span.starts_with(p)) {
+                    commands.push((name.clone(), span.to_string()));
+                }
+            }
+        }
+    }
+    commands
+}
+
+/// Drop a trailing `  # comment` (two spaces before the hash, as the docs write them).
+fn strip_comment(line: &str) -> String {
+    if line.starts_with('#') {
+        return String::new();
+    }
+    match line.find("  #") {
+        Some(at) => line[..at].trim_end().to_string(),
+        None => line.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comments_are_dropped_but_hashes_in_commands_kept() {
+        assert_eq!(strip_comment("kubectl get tb  # all bots"), "kubectl get tb");
+        assert_eq!(strip_comment("# a comment"), "");
+        assert_eq!(strip_comment("echo a#b"), "echo a#b");
+    }
+}
