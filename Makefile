@@ -18,9 +18,10 @@ demo: ## Bring up the cluster, operator, exchange simulator and sample bots, and
 demo-down: ## Remove everything `make demo` started
 	tests/demo/demo-down.sh
 
-crds: ## Regenerate the CRD YAML (crds/ and the chart's copy) from the Rust types
+crds: ## Regenerate the CRD YAML (crds/ and the chart's copy) and docs/CRD_REFERENCE.md from the Rust types
 	$(CARGO) run -q -p tradingbot-crds --bin crdgen -- crds/tradingbot.crd.yaml
 	cp crds/tradingbot.crd.yaml charts/tradingbot-operator/files/tradingbot.crd.yaml
+	$(CARGO) run -q -p tradingbot-crds --bin crdgen -- --markdown docs/CRD_REFERENCE.md
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

@@ -42,4 +42,8 @@ if [[ -x tests/chart/test.sh ]]; then
   step "Helm chart"
   tests/chart/test.sh
 fi
+if [[ -x tests/argocd/test.sh ]]; then
+  step "Argo CD health check"
+  tests/argocd/test.sh
+fi
 step "all green"

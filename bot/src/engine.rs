@@ -5,7 +5,6 @@
 use crate::broker::{Broker, Granularity};
 use crate::clock;
 use crate::config::BotConfig;
-use crate::config::overrides::merge_guards;
 use crate::control::{AckRequest, ModeHandle, source};
 use crate::domain::{AccountState, Candle, OrderStatus, Product, Quote, Side, Symbol};
 use crate::execution::{ClientIds, Executor, Submitted, build_order};
@@ -238,10 +237,10 @@ impl<B: Broker> Engine<B> {
             return;
         }
         let spec = rx.borrow_and_update().clone();
-        let mut levels = self.config.guards.clone();
-        if let Some(spec) = spec {
-            merge_guards(&mut levels, &spec);
-        }
+        let levels = match spec {
+            Some(spec) => self.config.live_guards(&spec),
+            None => self.config.guards.clone(),
+        };
         if &levels != self.guards.levels() {
             tracing::info!(
                 event = "guard_levels_changed",

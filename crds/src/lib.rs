@@ -12,6 +12,7 @@ pub mod lease;
 pub mod managed_config;
 pub mod mode;
 pub mod names;
+pub mod reference;
 pub mod spec;
 pub mod status;
 

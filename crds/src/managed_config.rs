@@ -33,7 +33,8 @@ impl ManagedBotConfig {
     }
 
     /// The canary instance's: the canary profile's locked limits, the bot's symbols and guards,
-    /// dry-run unless the rollout gives the canary its own credentials and turns it off.
+    /// dry-run unless the rollout gives the canary its own credentials and turns it off. The
+    /// canary profile locks its own daily loss limit, so the bot's `dailyLoss` is left out.
     pub fn for_canary(spec: &TradingBotSpec) -> Self {
         let has_credentials = spec.rollout.canary.credentials_secret.is_some();
         Self {
@@ -41,7 +42,10 @@ impl ManagedBotConfig {
             symbols: (!spec.symbols.is_empty()).then(|| spec.symbols.clone()),
             dry_run: Some(spec.rollout.canary.dry_run || !has_credentials),
             derivatives: Some(spec.exchange.derivatives),
-            guards: Some(spec.guards.clone()),
+            guards: Some(Guards {
+                daily_loss: None,
+                ..spec.guards.clone()
+            }),
         }
     }
 

@@ -22,28 +22,54 @@ async fn every_example_runs_and_serves_metrics_through_its_service() {
     exchange.secret(&ns, "coinbase-prod", &perps_key);
 
     let examples = test_harness::root().join("docs/examples");
-    let bots = [("dev.yaml", "dev-bot"), ("demo.yaml", "demo-bot"), ("canary.yaml", "canary-bot"), ("spot.yaml", "spot-bot"), ("prod.yaml", "prod-perps")];
+    let bots = [
+        ("dev.yaml", "dev-bot"),
+        ("demo.yaml", "demo-bot"),
+        ("canary.yaml", "canary-bot"),
+        ("spot.yaml", "spot-bot"),
+        ("prod.yaml", "prod-perps"),
+    ];
     for (file, _) in bots {
         ns.kubectl(&["apply", "-f", examples.join(file).to_str().unwrap()]);
     }
     for (file, name) in bots {
         wait_running(&ns, name).await;
-        let ip = ns.kubectl(&["get", "service", &format!("{name}-metrics"), "-o", "jsonpath={.spec.clusterIP}"]);
-        let text = eventually(Duration::from_secs(30), &format!("{file}: metrics through the Service"), || {
-            let url = format!("http://{ip}:9102/metrics");
-            async move { http_get(&url).await }
-        })
+        let ip = ns.kubectl(&[
+            "get",
+            "service",
+            &format!("{name}-metrics"),
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ]);
+        let text = eventually(
+            Duration::from_secs(30),
+            &format!("{file}: metrics through the Service"),
+            || {
+                let url = format!("http://{ip}:9102/metrics");
+                async move { http_get(&url).await }
+            },
+        )
         .await;
         assert_eq!(metric(&text, "perps_bot_mode_known"), Some(1.0), "{file}");
         assert_eq!(metric(&text, "perps_bot_lease_held"), Some(1.0), "{file}");
         let profile = ns.tradingbot(name)["spec"]["profile"].as_str().unwrap().to_string();
-        assert!(text.contains(&format!("profile=\"{profile}\"")), "{file}: build_info names the profile");
+        assert!(
+            text.contains(&format!("profile=\"{profile}\"")),
+            "{file}: build_info names the profile"
+        );
     }
     // The prod example trades perpetuals on the INTX venue; the canary profile is reduce-only.
     let prod = pod_metrics(&ns, "prod-perps").await.unwrap();
-    assert!(prod.contains("symbol=\"BTC-PERP\""), "derivatives gating let the perps through");
+    assert!(
+        prod.contains("symbol=\"BTC-PERP\""),
+        "derivatives gating let the perps through"
+    );
     let canary = pod_metrics(&ns, "canary-bot").await.unwrap();
-    assert_eq!(metric(&canary, "perps_bot_trading_mode"), Some(1.0), "the canary profile forces reduce-only");
+    assert_eq!(
+        metric(&canary, "perps_bot_trading_mode"),
+        Some(1.0),
+        "the canary profile forces reduce-only"
+    );
     let table = ns.kubectl(&["get", "tb"]);
     assert_eq!(table.lines().filter(|l| l.contains("Running")).count(), 5, "{table}");
 }

@@ -26,7 +26,11 @@ fn spec(promotion: &str, min_duration: u32) -> Value {
             "promotion": promotion,
             "canary": {"minHealthyCycles": 3, "minDurationSeconds": min_duration, "maxErrors": 0},
         },
-        "guards": {"errorRate": {"windowSeconds": 120, "reduceOnlyAt": 3, "haltAt": 50}},
+        "guards": {
+            "errorRate": {"windowSeconds": 120, "reduceOnlyAt": 3, "haltAt": 50},
+            // Looser than the canary profile's locked limit: the canary must still start.
+            "dailyLoss": {"reduceOnlyAt": "500", "haltAt": "1000"},
+        },
         "metrics": {"scrapeIntervalSeconds": 1},
         "env": [{"name": "PERPS_BOT_INTERVAL", "value": "0.5"}],
     })

@@ -1,5 +1,27 @@
 #!/usr/bin/env bash
-# `make demo` is being built (issue: Helm chart, make demo, end-to-end suite). Until it lands:
-echo "make demo: not available yet. What exists today: 'make cluster-up' (local cluster), 'make images'," >&2
-echo "and 'cargo run -p perps-bot -- --profile dev --dev-fast' (one offline trading cycle)." >&2
-exit 1
+# `make demo-down`: removes what `make demo` created (bots first, so each is halted before it
+# goes), the operator, the CRD, and stops the local cluster (KEEP_CLUSTER=1 keeps it running).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+source tests/cluster/lib.sh
+DEMO_NS=tradingbot-demo
+OP_NS=tradingbot-system
+if [[ -f $TB_KUBECONFIG ]] && "$TB_KUBECTL" --kubeconfig "$TB_KUBECONFIG" get --raw /readyz >/dev/null 2>&1; then
+  export KUBECONFIG=$TB_KUBECONFIG
+  k() { "$TB_KUBECTL" "$@"; }
+  echo "demo-down: deleting the demo's TradingBots (halted first by the operator)"
+  k -n "$DEMO_NS" delete tradingbots --all --timeout=120s --ignore-not-found || true
+  k delete namespace "$DEMO_NS" --ignore-not-found --wait=false
+  if [[ -f $TB_CLUSTER_DIR/demo/operator.yaml ]]; then
+    echo "demo-down: removing the operator"
+    k delete -f "$TB_CLUSTER_DIR/demo/operator.yaml" --ignore-not-found --wait=false || true
+  fi
+  k delete namespace "$OP_NS" --ignore-not-found --wait=false
+  k delete crd tradingbots.trading.gpttrader.io --ignore-not-found --wait=false
+  rm -rf "$TB_CLUSTER_DIR/demo"
+fi
+if [[ -z ${KEEP_CLUSTER:-} ]]; then
+  tests/cluster/cluster-down.sh
+fi
+echo "demo-down: done"

@@ -264,6 +264,19 @@ impl BotConfig {
         Ok(())
     }
 
+    /// Guard levels after a live update from the TradingBot: each guard given replaces the
+    /// configured one, except that a profile's locked daily loss limit (the canary's) is never
+    /// loosened at run time either.
+    pub fn live_guards(&self, spec: &Guards) -> Guards {
+        let mut levels = self.guards.clone();
+        overrides::merge_guards(&mut levels, spec);
+        let locked = self.daily_loss_limit();
+        if !self.locked.is_empty() && lowest_daily_loss_level(&levels).is_none_or(|l| Some(l) > locked) {
+            levels.daily_loss = self.guards.daily_loss.clone();
+        }
+        levels
+    }
+
     /// The lowest configured daily-loss level.
     pub fn daily_loss_limit(&self) -> Option<Decimal> {
         lowest_daily_loss_level(&self.guards)
@@ -358,6 +371,34 @@ mod tests {
             ..Default::default()
         };
         assert!(BotConfig::resolve(Some(Profile::Canary), &tighter, &Default::default()).is_ok());
+    }
+
+    #[test]
+    fn live_guard_updates_cannot_loosen_the_canary_daily_loss() {
+        let canary = BotConfig::resolve(Some(Profile::Canary), &Default::default(), &Default::default()).unwrap();
+        let spec: Guards =
+            serde_json::from_str(r#"{"dailyLoss":{"reduceOnlyAt":"500"},"drawdownPercent":{"haltAt":"5"}}"#).unwrap();
+        let live = canary.live_guards(&spec);
+        assert_eq!(lowest_daily_loss_level(&live), Some(dec!(10)));
+        assert!(live.drawdown_percent.is_some(), "other guards still apply");
+        let tighter: Guards = serde_json::from_str(r#"{"dailyLoss":{"reduceOnlyAt":"5"}}"#).unwrap();
+        assert_eq!(lowest_daily_loss_level(&canary.live_guards(&tighter)), Some(dec!(5)));
+        let prod = BotConfig::resolve(Some(Profile::Prod), &Default::default(), &Default::default()).unwrap();
+        assert_eq!(lowest_daily_loss_level(&prod.live_guards(&spec)), Some(dec!(500)));
+    }
+
+    #[test]
+    fn the_canary_config_the_operator_renders_is_accepted() {
+        let mut spec = tradingbot_crds::TradingBotSpec::for_profile(Profile::Prod);
+        spec.guards = serde_json::from_str(r#"{"dailyLoss":{"reduceOnlyAt":"500","haltAt":"900"}}"#).unwrap();
+        for rendered in [
+            tradingbot_crds::managed_config::ManagedBotConfig::for_canary(&spec),
+            tradingbot_crds::managed_config::ManagedBotConfig::for_prod(&spec),
+        ] {
+            let file: ConfigOverrides = serde_saphyr::from_str(&rendered.to_yaml()).unwrap();
+            BotConfig::resolve(None, &file, &Default::default())
+                .unwrap_or_else(|e| panic!("{:?}: {e}", rendered.profile));
+        }
     }
 
     #[test]

@@ -341,7 +341,9 @@ async fn reconcile_bot(bot: &TradingBot, ctx: &Context) -> Result<Action, Error>
         }
         let prod_desired = desired::pod(bot, &prod_plan, &ctx.settings);
         let prod_step = ensure_pod(&pods, &s.pods, &prod_names.pod, &namespace, Some(&prod_desired), m).await?;
+        // Only prod's pod decides the phase; the canary's progress is the rollout's.
         for (instance, step) in [(Instance::Canary, &canary_step), (Instance::Prod, &prod_step)] {
+            let prod = instance == Instance::Prod;
             match step {
                 PodStep::Steady => {}
                 PodStep::Created => {
@@ -350,7 +352,9 @@ async fn reconcile_bot(bot: &TradingBot, ctx: &Context) -> Result<Action, Error>
                         "CreatePod",
                         format!("{instance} pod created"),
                     ));
-                    progressing_pod.get_or_insert_with(|| "PodCreating".into());
+                    if prod {
+                        progressing_pod.get_or_insert_with(|| "PodCreating".into());
+                    }
                     waiting = true;
                 }
                 PodStep::Stopping { why } => {
@@ -359,11 +363,15 @@ async fn reconcile_bot(bot: &TradingBot, ctx: &Context) -> Result<Action, Error>
                         "ReplacePod",
                         format!("{instance} pod stopping ({why}); a replacement starts only once it is gone"),
                     ));
-                    progressing_pod = Some("PodReplacing".into());
+                    if prod {
+                        progressing_pod = Some("PodReplacing".into());
+                    }
                     waiting = true;
                 }
                 PodStep::WaitingForStop => {
-                    progressing_pod = Some("PodReplacing".into());
+                    if prod {
+                        progressing_pod = Some("PodReplacing".into());
+                    }
                     waiting = true;
                 }
             }
