@@ -280,16 +280,17 @@ async fn trade<B: Broker>(
     );
     let lease_rx = services.lease.clone();
     // Client order ids start with the instance's identity: the bot only ever cancels its own.
-    let client_id_prefix = identity
-        .as_ref()
-        .map_or_else(|| "pb".to_string(), |i| format!("{}-{}", i.bot, i.instance));
+    let client_id_prefix = identity.as_ref().map_or_else(
+        || tradingbot_crds::names::LOCAL_CLIENT_ORDER_PREFIX.to_string(),
+        |i| tradingbot_crds::names::client_order_prefix(&i.namespace, &i.bot, i.instance),
+    );
     let executor = Arc::new(Executor::new(
         broker.clone(),
         mode.clone(),
         lease_rx.clone(),
         config.dry_run,
         config.execution.enable_preview,
-        format!("{client_id_prefix}-"),
+        client_id_prefix.clone(),
     ));
     tokio::spawn(enforce_mode_changes(executor.clone(), app.clone()));
 

@@ -347,7 +347,7 @@ async fn sigterm_stops_orders_cancels_open_ones_flushes_metrics_and_exits_0() {
     std::fs::create_dir(&credentials).unwrap();
     std::fs::write(credentials.join("cdp_api_key.json"), key.cdp_key_json()).unwrap();
 
-    // A resting order of this bot (its client order ids start with "pb-").
+    // A resting order of this bot (its client order ids start with "pb.local.").
     let flags = ConfigOverrides {
         dry_run: Some(false),
         symbols: Some(vec!["BTC-USD".parse().unwrap()]),
@@ -360,7 +360,7 @@ async fn sigterm_stops_orders_cancels_open_ones_flushes_metrics_and_exits_0() {
     let price = (sim.mid_price("BTC-USD").unwrap() / Decimal::TWO).round_dp(2);
     let resting = client
         .place_order(&OrderRequest {
-            client_order_id: "pb-earlier-1".into(),
+            client_order_id: "pb.local.earlier-1".into(),
             symbol: "BTC-USD".parse().unwrap(),
             side: Side::Buy,
             quantity: Decimal::new(1, 3),

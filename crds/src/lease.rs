@@ -6,8 +6,11 @@
 //!
 //! Safety rests on the holder's own monotonic clock: a holder considers the Lease its own
 //! only until `renewed_at + duration - margin`, measured from *before* the renewing request was
-//! sent. Another candidate takes over only after `renewTime + duration` has passed by its clock,
-//! so as long as clocks tick at the same rate the two windows never overlap.
+//! sent. Another candidate takes over only after `renewTime + duration` has passed by *its* wall
+//! clock, comparing against the `renewTime` the holder wrote with *its* wall clock. The two
+//! windows never overlap as long as the candidates' wall clocks differ by less than `margin`
+//! (3 s) and tick at the same rate: keep nodes NTP-synchronised (on one node this holds
+//! trivially).
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};

@@ -102,6 +102,21 @@ pub fn bot_service_account(bot: &str) -> String {
     format!("{bot}-perps-bot")
 }
 
+/// The prefix of every client order id a bot instance sends: `<ns>.<bot>.<instance>.` where
+/// `<ns>` is a short stable hash of the namespace. `.` never occurs in names, so no instance's
+/// prefix is a prefix of another's: a bot cancels only its own orders even when bots share an
+/// exchange account (same name in another namespace, or a name that extends another's).
+pub fn client_order_prefix(namespace: &str, bot: &str, instance: Instance) -> String {
+    // FNV-1a: tiny, stable across versions and platforms (this is an identifier, not security).
+    let hash = namespace
+        .bytes()
+        .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    format!("{:06x}.{bot}.{instance}.", hash & 0xff_ffff)
+}
+
+/// The prefix of a bot run by hand (not by the operator).
+pub const LOCAL_CLIENT_ORDER_PREFIX: &str = "pb.local.";
+
 /// Is `name` usable as a TradingBot name (all children names derive from it)?
 pub fn check_bot_name(name: &str) -> Result<(), String> {
     let valid_chars = name
@@ -133,6 +148,19 @@ mod tests {
         assert_eq!(canary.pod, "btc-canary");
         assert_ne!(prod.lease, canary.lease);
         assert_ne!(prod.config_map, canary.config_map);
+    }
+
+    #[test]
+    fn client_order_prefixes_never_nest() {
+        let a = client_order_prefix("trading", "btc", Instance::Prod);
+        let b = client_order_prefix("trading", "btc-prod", Instance::Prod);
+        let c = client_order_prefix("other", "btc", Instance::Prod);
+        let d = client_order_prefix("trading", "btc", Instance::Canary);
+        for (x, y) in [(&a, &b), (&a, &c), (&a, &d), (&b, &a)] {
+            assert!(!y.starts_with(x.as_str()), "{x} is a prefix of {y}");
+        }
+        assert_eq!(a, client_order_prefix("trading", "btc", Instance::Prod), "stable");
+        assert!(a.ends_with(".btc.prod."));
     }
 
     #[test]

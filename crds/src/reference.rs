@@ -219,7 +219,7 @@ fn examples_section(out: &mut Doc) {
     out.blank();
     out.line(
         "`docs/examples/` holds a complete TradingBot for each profile, each with comments on what it \
-         shows (`kubectl apply -f docs/examples/dev.yaml` is the quickest start):",
+         shows (`kubectl -n $NS apply -f docs/examples/dev.yaml` is the quickest start):",
     );
     out.blank();
     for profile in Profile::ALL {

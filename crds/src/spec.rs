@@ -79,7 +79,8 @@ pub struct TradingBotSpec {
     #[serde(default)]
     pub halted: bool,
 
-    /// The operator stops changing this bot's children but keeps reporting its status.
+    /// The operator stops changing this bot's children (pods, config, rollouts) but keeps
+    /// reporting its status; guards keep protecting it (trips still set `status.mode`).
     #[serde(default)]
     pub paused: bool,
 

@@ -64,7 +64,8 @@ pub enum Phase {
     Running,
     /// The spec cannot be acted on (invalid combination, missing Secret, ...): see conditions.
     Degraded,
-    /// `spec.paused`: the operator reports but changes nothing.
+    /// `spec.paused`: the operator changes no child object (pods, config, rollouts) but keeps
+    /// reporting, and guard trips still latch and restrict the bot through `mode`.
     Paused,
     /// Being deleted: the bot is halted first, then removed.
     Terminating,

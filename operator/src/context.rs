@@ -32,8 +32,9 @@ pub struct Stores {
 #[derive(Default)]
 pub struct BotMemory {
     pub streaks: HealthyStreaks,
-    pub last_seq_prod: u64,
-    pub last_seq_canary: u64,
+    /// Successful scrapes already counted towards automatic resume.
+    pub last_ok_prod: u64,
+    pub last_ok_canary: u64,
 }
 
 pub struct Context {

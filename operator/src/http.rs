@@ -14,7 +14,8 @@ use tokio::sync::watch;
 
 pub struct Health {
     pub metrics: Arc<OperatorMetrics>,
-    pub synced: Arc<AtomicBool>,
+    /// One flag per controller (namespace).
+    pub synced: Vec<Arc<AtomicBool>>,
     pub leading: Arc<AtomicBool>,
 }
 
@@ -50,7 +51,7 @@ async fn readyz(State(health): State<Arc<Health>>) -> Response {
     if !leading {
         return (StatusCode::OK, "standby\n").into_response();
     }
-    if health.synced.load(Ordering::Relaxed) {
+    if health.synced.iter().all(|s| s.load(Ordering::Relaxed)) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet\n").into_response()

@@ -65,7 +65,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (stop_tx, stop) = watch::channel(false);
     spawn_signal_handler(stop_tx.clone());
     let metrics = Arc::new(OperatorMetrics::new());
-    let synced = Arc::new(AtomicBool::new(false));
+    let listed: Vec<String> = args
+        .namespaces
+        .iter()
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .collect();
+    let namespaces: Vec<Option<String>> = if listed.is_empty() {
+        vec![None]
+    } else {
+        listed.into_iter().map(Some).collect()
+    };
+    // One cache-sync flag per controller: ready (and reconciling) only once each has synced.
+    let synced: Vec<Arc<AtomicBool>> = namespaces.iter().map(|_| Arc::new(AtomicBool::new(false))).collect();
     let leading = Arc::new(AtomicBool::new(!args.leader_election));
     let health = Arc::new(Health {
         metrics: metrics.clone(),
@@ -126,19 +138,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let settings = Settings::from(&args);
-    let listed: Vec<String> = args
-        .namespaces
-        .iter()
-        .map(|n| n.trim().to_string())
-        .filter(|n| !n.is_empty())
-        .collect();
-    let namespaces: Vec<Option<String>> = if listed.is_empty() {
-        vec![None]
-    } else {
-        listed.into_iter().map(Some).collect()
-    };
     let mut controllers = Vec::new();
-    for namespace in namespaces {
+    for (namespace, synced) in namespaces.into_iter().zip(synced) {
         let options = controller::ControllerOptions {
             namespace,
             settings: settings.clone(),
@@ -151,7 +152,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             options,
             metrics.clone(),
             stop.clone(),
-            synced.clone(),
+            synced,
         )));
     }
     for controller in controllers {

@@ -60,7 +60,8 @@ async fn loss_trips_reduce_only_then_halted_and_an_ack_needs_recovery() {
     wait_running(&ns, "lossy").await;
     wait_cycles(&ns, "lossy", 3.0).await;
     let client = exchange.client(&key).await;
-    let resting = exchange.resting_order(&client, "lossy-prod-resting-1").await;
+    let prefix = tradingbot_crds::names::client_order_prefix(&ns.name, "lossy", tradingbot_crds::Instance::Prod);
+    let resting = exchange.resting_order(&client, &format!("{prefix}resting-1")).await;
     // The venue goes cancel-only (a real incident pattern): the bot cannot sell its BTC while
     // the price falls, so the loss keeps growing through both levels; cancelling still works.
     exchange

@@ -98,6 +98,23 @@ async fn service_monitors_follow_the_api_being_installed() {
         "jsonpath={.items[0].status.containerStatuses[0].restartCount}",
     ]);
     assert_eq!(restarts, "0");
+    // Switching it off removes the ServiceMonitor the operator created.
+    ns.kubectl(&[
+        "patch",
+        "tb",
+        "watched",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"metrics":{"serviceMonitor":{"enabled":false}}}}"#,
+    ]);
+    eventually(Duration::from_secs(60), "the ServiceMonitor removed", || {
+        let gone = ns
+            .kubectl_result(&["get", "servicemonitors", "watched-perps-bot"])
+            .is_err();
+        async move { gone.then_some(()) }
+    })
+    .await;
     drop(ns);
     let _ = cluster.kubectl_result(&["delete", "crd", "servicemonitors.monitoring.coreos.com", "--wait=false"]);
 }

@@ -142,7 +142,7 @@ pub fn run(config: &BotConfig, replay: &Replay, baseline: bool) -> Summary {
         .collect();
     let mut guards = GuardMonitor::new(config.guards.clone(), true, Decimal::from(60), None);
     let mut marks: Vec<Decimal> = vec![Decimal::ZERO; replay.symbols.len()];
-    let mut ids = ClientIds::new("backtest");
+    let mut ids = ClientIds::new("backtest.");
     let (mut placed, mut refused) = (0u64, 0u64);
     let mut stage = [Duration::ZERO; 3];
     let mut account = paper.account_now();

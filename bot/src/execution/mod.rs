@@ -16,8 +16,9 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, watch};
 use tradingbot_crds::lease::LeaseState;
 
-/// Unique client order ids: `<prefix>-<run>-<n>`. `run` is random per process, so ids never
-/// repeat across restarts; `prefix` names the bot instance for humans reading exchange logs.
+/// Unique client order ids: `<prefix><run>-<n>`. `prefix` identifies the bot instance (see
+/// `tradingbot_crds::names::client_order_prefix`); `run` is random per process, so ids never
+/// repeat across restarts.
 #[derive(Debug, Clone)]
 pub struct ClientIds {
     stem: String,
@@ -27,13 +28,8 @@ pub struct ClientIds {
 impl ClientIds {
     pub fn new(prefix: &str) -> Self {
         let run: u32 = rand::random();
-        let prefix: String = prefix
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-            .take(40)
-            .collect();
         Self {
-            stem: format!("{prefix}-{run:08x}"),
+            stem: format!("{prefix}{run:08x}"),
             next: 1,
         }
     }
@@ -154,6 +150,15 @@ impl<B: Broker> Executor<B> {
         &self.broker
     }
 
+    /// How long this process may still rely on its identity Lease (None when not managed).
+    fn lease_time_left(&self) -> Option<std::time::Duration> {
+        let lease = self.lease.as_ref()?;
+        let until = lease.borrow().valid_until;
+        Some(until.map_or(std::time::Duration::ZERO, |u| {
+            u.saturating_duration_since(std::time::Instant::now())
+        }))
+    }
+
     /// Is this process allowed to trade at all right now (fencing)?
     pub fn fenced(&self) -> Option<Rejection> {
         match &self.lease {
@@ -203,7 +208,19 @@ impl<B: Broker> Executor<B> {
                 Err(error) => return Submitted::Failed(error),
             }
         }
-        match self.broker.place_order(&order).await {
+        // Fencing holds for the whole submission, retries included: the exchange must answer
+        // before the Lease could pass to another instance, or the attempt is abandoned.
+        let placing = self.broker.place_order(&order);
+        let result = match self.lease_time_left() {
+            None => placing.await,
+            Some(left) => tokio::time::timeout(left, placing).await.unwrap_or_else(|_| {
+                Err(BrokerError::Unavailable(format!(
+                    "no answer before the identity Lease would expire; order {} may or may not exist",
+                    order.client_order_id
+                )))
+            }),
+        };
+        match result {
             Ok(placed) => Submitted::Placed(placed),
             Err(BrokerError::Rejected { reason, message }) => {
                 Submitted::Refused(Rejection::new(RejectReason::Exchange, format!("{reason}: {message}")))
@@ -251,10 +268,10 @@ mod tests {
 
     #[test]
     fn client_ids_are_unique_and_carry_the_prefix() {
-        let mut ids = ClientIds::new("btc-bot-prod");
+        let mut ids = ClientIds::new("c0ffee.btc.prod.");
         let (a, b) = (ids.next_id(), ids.next_id());
         assert_ne!(a, b);
-        assert!(a.starts_with("btc-bot-prod-"));
+        assert!(a.starts_with("c0ffee.btc.prod."));
         assert_ne!(ClientIds::new("x").next_id(), ClientIds::new("x").next_id());
     }
 
@@ -319,13 +336,18 @@ mod cancel_tests {
             std::slice::from_ref(&btc),
             false,
         ));
-        for id in ["btc-prod-1a-1", "btc-canary-2b-1", "manual-7"] {
+        for id in [
+            "a1.btc.prod.1a-1",
+            "a1.btc.canary.2b-1",
+            "a1.btc-prod.prod.3c-1",
+            "manual-7",
+        ] {
             paper.place(&resting(&btc, id)).unwrap();
         }
         let mode = ModeHandle::new(&[]);
-        let dry = Executor::new(paper.clone(), mode.clone(), None, true, false, "btc-prod-".into());
+        let dry = Executor::new(paper.clone(), mode.clone(), None, true, false, "a1.btc.prod.".into());
         assert_eq!(dry.cancel_open_orders(false, |_| Decimal::ZERO).await.unwrap(), 0);
-        let prod = Executor::new(paper.clone(), mode, None, false, false, "btc-prod-".into());
+        let prod = Executor::new(paper.clone(), mode, None, false, false, "a1.btc.prod.".into());
         assert_eq!(prod.cancel_open_orders(false, |_| Decimal::ZERO).await.unwrap(), 1);
         let open: Vec<String> = paper
             .orders()
@@ -333,6 +355,6 @@ mod cancel_tests {
             .filter(|o| o.status.is_open())
             .map(|o| o.client_order_id)
             .collect();
-        assert_eq!(open, ["btc-canary-2b-1", "manual-7"]);
+        assert_eq!(open, ["a1.btc.canary.2b-1", "a1.btc-prod.prod.3c-1", "manual-7"]);
     }
 }

@@ -203,10 +203,10 @@ async fn reconcile_bot(bot: &TradingBot, ctx: &Context) -> Result<Action, Error>
     let (prod_view, canary_view) = ctx.with_memory(&uid, |m| {
         let prod = prod_obs
             .as_ref()
-            .map(|o| trading::view_of(o, instant, unreachable_after, m.last_seq_prod));
+            .map(|o| trading::view_of(o, instant, unreachable_after, m.last_ok_prod));
         let canary = canary_obs
             .as_ref()
-            .map(|o| trading::view_of(o, instant, unreachable_after, m.last_seq_canary));
+            .map(|o| trading::view_of(o, instant, unreachable_after, m.last_ok_canary));
         (prod, canary)
     });
     let ack = bot.annotations().get(names::ANNOTATION_ACK_TRIP).map(String::as_str);
@@ -223,8 +223,8 @@ async fn reconcile_bot(bot: &TradingBot, ctx: &Context) -> Result<Action, Error>
             },
             &mut m.streaks,
         );
-        m.last_seq_prod = prod_obs.as_ref().map_or(0, |o| o.seq);
-        m.last_seq_canary = canary_obs.as_ref().map_or(0, |o| o.seq);
+        m.last_ok_prod = prod_obs.as_ref().map_or(0, |o| o.ok_count);
+        m.last_ok_canary = canary_obs.as_ref().map_or(0, |o| o.ok_count);
         out
     });
 
@@ -314,10 +314,24 @@ async fn reconcile_bot(bot: &TradingBot, ctx: &Context) -> Result<Action, Error>
         let prod_plan = InstancePlan::prod(bot, current_version.clone());
         apply_if_changed(&config_maps, &s.config_maps, &desired::config_map(bot, &prod_plan), m).await?;
         apply_if_changed(&services, &s.services, &desired::service(bot, Instance::Prod), m).await?;
-        if monitor_enabled && ctx.service_monitors_available() {
+        if ctx.service_monitors_available() {
             let resource = desired::service_monitor_resource();
             let monitors: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource);
-            apply_service_monitor(&monitors, &desired::service_monitor(bot), m).await?;
+            let monitor = desired::service_monitor(bot);
+            if monitor_enabled {
+                apply_service_monitor(&monitors, &monitor, m).await?;
+            } else if old
+                .conditions
+                .iter()
+                .any(|c| c.type_ == types::SERVICE_MONITOR && c.status == "True")
+            {
+                // Switched off: remove the one we created.
+                match monitors.delete(&monitor.name_any(), &DeleteParams::default()).await {
+                    Ok(_) => m.wrote("delete", "servicemonitors"),
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
         }
         let canary_plan = canary_version.clone().map(|v| InstancePlan::canary(bot, v));
         if let Some(plan) = &canary_plan {
@@ -439,23 +453,23 @@ async fn reconcile_bot(bot: &TradingBot, ctx: &Context) -> Result<Action, Error>
     ];
     if let Some(view) = prod_view.as_ref() {
         wanted.push(match view.unreachable_for {
-            Some(silent) => Wanted::new(
+            Some(_) => Wanted::new(
                 types::METRICS_REACHABLE,
                 false,
                 "ScrapeFailing",
+                // Stable text (no running counters): status is written only when it changes.
                 format!(
-                    "no metrics for {} s ({}); treated as stale market data",
-                    silent.as_secs(),
+                    "no successful scrape since {}; treated as stale market data",
                     prod_obs
                         .as_ref()
-                        .and_then(|o| o.last_error.clone())
-                        .unwrap_or_else(|| "no successful scrape".into())
+                        .and_then(|o| o.last_ok_at)
+                        .map_or_else(|| "scraping started".to_string(), |t| format!("{t:.0}"))
                 ),
             ),
             None => Wanted::new(types::METRICS_REACHABLE, true, "Scraped", "bot metrics are readable"),
         });
     }
-    if monitor_enabled {
+    if monitor_enabled && active {
         wanted.push(if ctx.service_monitors_available() {
             Wanted::new(
                 types::SERVICE_MONITOR,
@@ -634,6 +648,16 @@ async fn cleanup_bot(bot: &TradingBot, ctx: &Context) -> Result<Action, Error> {
     let mut new = old.clone();
     new.phase = Some(Phase::Terminating);
     new.mode = Some(mode);
+    new.conditions = status::update_conditions(
+        &old.conditions,
+        vec![
+            Wanted::new(types::READY, false, "Terminating", "the TradingBot is being deleted"),
+            mode_condition(types::REDUCE_ONLY, TradingMode::ReduceOnly, mode, &reason),
+            mode_condition(types::HALTED, TradingMode::Halted, mode, &reason),
+        ],
+        bot.metadata.generation,
+        Timestamp::now(),
+    );
     new.mode_reason = Some(reason);
     if new != old {
         patch_status(bot, ctx, &new).await?;
@@ -667,6 +691,9 @@ async fn cleanup_bot(bot: &TradingBot, ctx: &Context) -> Result<Action, Error> {
             bot: name.clone(),
             instance,
         };
+        // After an operator restart nothing scrapes this pod yet: start, so its Halted state
+        // can be seen instead of waiting out the halt timeout.
+        ctx.scraper.ensure(key.clone(), target_of(bot, Some(&pod)));
         let halted = ctx
             .scraper
             .observation(&key)

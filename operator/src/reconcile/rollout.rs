@@ -231,12 +231,20 @@ pub fn plan(input: &RolloutInputs<'_>) -> RolloutPlan {
             let enough_cycles = rollout.healthy_cycles >= u64::from(canary.min_healthy_cycles);
             if rollout.phase == RolloutPhase::CanaryRunning {
                 if !(enough_cycles && ran_for >= min_duration) {
+                    let gate_opens = rollout
+                        .canary_ready_at
+                        .as_ref()
+                        .and_then(|t| t.parse::<Timestamp>().ok())
+                        .and_then(|t| {
+                            t.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(i64::from(
+                                canary.min_duration_seconds,
+                            )))
+                            .ok()
+                        })
+                        .map_or_else(String::new, |t| format!(", minimum duration reached at {t:.0}"));
                     rollout.message = Some(format!(
-                        "canary of {version}: {}/{} healthy cycles, {}/{} s",
-                        rollout.healthy_cycles,
-                        canary.min_healthy_cycles,
-                        ran_for.as_secs(),
-                        canary.min_duration_seconds
+                        "canary of {version}: {}/{} healthy cycles{gate_opens}",
+                        rollout.healthy_cycles, canary.min_healthy_cycles
                     ));
                     let wait = min_duration.saturating_sub(ran_for).max(Duration::from_secs(1));
                     return out(

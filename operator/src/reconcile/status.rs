@@ -66,6 +66,23 @@ pub fn conditions(
         .collect()
 }
 
+/// Replace the conditions of the `wanted` types, keeping every other condition as it is.
+pub fn update_conditions(
+    previous: &[Condition],
+    wanted: Vec<Wanted>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
+    let replaced: Vec<&str> = wanted.iter().map(|w| w.type_).collect();
+    let mut kept: Vec<Condition> = previous
+        .iter()
+        .filter(|c| !replaced.contains(&c.type_.as_str()))
+        .cloned()
+        .collect();
+    kept.extend(conditions(previous, wanted, generation, now));
+    kept
+}
+
 fn condition<'a>(status: &'a TradingBotStatus, type_: &str) -> Option<&'a Condition> {
     status.conditions.iter().find(|c| c.type_ == type_)
 }

@@ -52,14 +52,22 @@ pub struct InstanceView {
     pub unreachable_for: Option<Duration>,
 }
 
-/// Turn a scrape observation into what the guards evaluate. A bot whose metrics cannot be
-/// read for longer than `unreachable_after` counts as stale market data: its staleness is at
-/// least the time it has been silent.
-pub fn view_of(observation: &Observation, now: Instant, unreachable_after: Duration, last_seq: u64) -> InstanceView {
+/// Turn a scrape observation into what the guards evaluate. Only a fresh (the latest attempt
+/// succeeded) sample counts: a failed scrape measures nothing, so it can neither trip, release
+/// nor justify an acknowledgement. A bot whose metrics cannot be read for longer than
+/// `unreachable_after` counts as stale market data: its staleness is at least the time it has
+/// been silent.
+pub fn view_of(
+    observation: &Observation,
+    now: Instant,
+    unreachable_after: Duration,
+    last_ok_count: u64,
+) -> InstanceView {
     let silent = observation.silent_for(now);
     let unreachable = silent > unreachable_after;
+    let fresh = observation.last_error.is_none();
     let mut observed = GuardObservation::default();
-    if let Some(sample) = &observation.sample {
+    if let Some(sample) = observation.sample.as_ref().filter(|_| fresh) {
         observed = GuardObservation {
             daily_loss: sample.daily_loss,
             drawdown_percent: sample.drawdown_percent,
@@ -71,12 +79,16 @@ pub fn view_of(observation: &Observation, now: Instant, unreachable_after: Durat
     }
     if unreachable {
         let silent_seconds = Decimal::from(silent.as_secs());
-        let reported = observed.market_data_staleness_seconds.unwrap_or_default();
+        let reported = observation
+            .sample
+            .as_ref()
+            .and_then(|s| s.staleness_max)
+            .unwrap_or_default();
         observed.market_data_staleness_seconds = Some(reported + silent_seconds);
     }
     InstanceView {
         observed,
-        new_scrape: observation.seq > last_seq,
+        new_scrape: fresh && observation.ok_count > last_ok_count,
         bot_latched: observation
             .sample
             .as_ref()
@@ -444,10 +456,11 @@ mod tests {
         });
         let start = Instant::now();
         let observation = Observation {
-            seq: 3,
+            ok_count: 0,
             since: start,
             last_attempt: start,
             last_ok: None,
+            last_ok_at: None,
             last_error: Some("connection refused".into()),
             sample: None,
             errors_in_window: None,

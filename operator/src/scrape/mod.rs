@@ -102,12 +102,16 @@ impl BotSample {
 /// What the operator knows about a bot instance's metrics.
 #[derive(Debug, Clone)]
 pub struct Observation {
-    /// Increments with every scrape attempt.
-    pub seq: u64,
+    /// Successful scrapes so far (each is one "cycle" for automatic resume).
+    pub ok_count: u64,
     /// When scraping this target started.
     pub since: Instant,
     pub last_attempt: Instant,
     pub last_ok: Option<Instant>,
+    /// Wall-clock time of the last successful scrape (for messages that must not change
+    /// between reconciles).
+    pub last_ok_at: Option<k8s_openapi::jiff::Timestamp>,
+    /// Why the latest attempt failed (None when it succeeded).
     pub last_error: Option<String>,
     /// From the last successful scrape.
     pub sample: Option<BotSample>,
@@ -216,31 +220,31 @@ impl Scraper {
         let mut history: VecDeque<(Instant, f64)> = VecDeque::new();
         let mut ticker = tokio::time::interval(target.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut seq = 0;
         loop {
             ticker.tick().await;
-            seq += 1;
             let started = Instant::now();
             let result = self.scrape_once(&target.url).await;
             self.metrics.scrape_duration.observe(started.elapsed().as_secs_f64());
             let previous = self.observation(&key);
             let mut observation = previous.unwrap_or(Observation {
-                seq: 0,
+                ok_count: 0,
                 since,
                 last_attempt: started,
                 last_ok: None,
+                last_ok_at: None,
                 last_error: None,
                 sample: None,
                 errors_in_window: None,
             });
-            observation.seq = seq;
             observation.last_attempt = started;
             match result {
                 Ok(sample) => {
                     observation.errors_in_window = sample
                         .errors_total
                         .and_then(|now| errors_in_window(&mut history, started, now, target.error_window));
+                    observation.ok_count += 1;
                     observation.last_ok = Some(started);
+                    observation.last_ok_at = Some(k8s_openapi::jiff::Timestamp::now());
                     observation.last_error = None;
                     observation.sample = Some(sample);
                 }

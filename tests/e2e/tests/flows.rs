@@ -102,6 +102,11 @@ async fn apply_a_bot_inspect_it_and_restart_its_pod() {
             .contains("dev-bot")
     );
 
+    // The API's names and categories.
+    flow.sh("kubectl get trading");
+    flow.sh("kubectl get tradingbots");
+    flow.sh("kubectl get tb -o wide");
+
     // Restarting the instance: the operator recreates it.
     let uid = flow
         .ns
@@ -120,6 +125,28 @@ async fn apply_a_bot_inspect_it_and_restart_its_pod() {
             .unwrap_or_default();
         let uid = uid.clone();
         async move { (!now.starts_with(&uid) && now.ends_with("True")).then_some(()) }
+    })
+    .await;
+
+    // Without the operator, deletion waits on the finalizer; removing it by hand lets it go.
+    flow.ns
+        .kubectl(&["scale", "deployment/tbo-tradingbot-operator", "--replicas=0"]);
+    flow.ns.kubectl(&[
+        "rollout",
+        "status",
+        "deployment/tbo-tradingbot-operator",
+        "--timeout=60s",
+    ]);
+    flow.ns.kubectl(&["delete", "tb", "dev-bot", "--wait=false"]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        flow.ns.kubectl_result(&["get", "tb", "dev-bot"]).is_ok(),
+        "the finalizer holds it"
+    );
+    flow.sh(r#"kubectl -n $NS patch tb $BOT --type json -p '[{"op":"remove","path":"/metadata/finalizers"}]'"#);
+    eventually(MINUTE, "the TradingBot gone", || {
+        let gone = flow.ns.kubectl_result(&["get", "tb", "dev-bot"]).is_err();
+        async move { gone.then_some(()) }
     })
     .await;
 }
