@@ -1,6 +1,7 @@
 //! The TradingBot operator: turns each TradingBot into safe, observable bot pods, enforces its
 //! guards from the bots' metrics, and rolls new versions out canary → prod.
 
+pub mod api_counter;
 pub mod cli;
 pub mod context;
 pub mod controller;

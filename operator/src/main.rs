@@ -50,9 +50,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let client = kube::Client::try_default()
+    let metrics = Arc::new(OperatorMetrics::new());
+    let config = kube::Config::infer()
         .await
-        .context("cannot reach the Kubernetes API")?;
+        .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+    let client = tradingbot_operator::api_counter::counted_client(config, metrics.clone())
+        .context("cannot build the Kubernetes client")?;
     let served = client
         .list_api_group_resources("trading.gpttrader.io/v1alpha1")
         .await
@@ -64,7 +67,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let (stop_tx, stop) = watch::channel(false);
     spawn_signal_handler(stop_tx.clone());
-    let metrics = Arc::new(OperatorMetrics::new());
     let listed: Vec<String> = args
         .namespaces
         .iter()

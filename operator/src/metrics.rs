@@ -25,6 +25,7 @@ pub struct OperatorMetrics {
     pub rollouts_promoted: IntCounter,
     pub rollouts_aborted: IntCounter,
     pub writes: IntCounterVec,
+    pub api_requests: IntCounterVec,
     pub leader: IntGauge,
     index: Mutex<BotIndex>,
 }
@@ -120,6 +121,13 @@ impl OperatorMetrics {
                     "Write requests the operator sent to the API server."
                 ),
                 &["verb", "resource"]
+            )),
+            api_requests: reg!(IntCounterVec::new(
+                Opts::new(
+                    "tradingbot_operator_api_requests_total",
+                    "Requests the operator sent to the API server, by verb."
+                ),
+                &["verb"]
             )),
             leader: reg!(IntGauge::new(
                 "tradingbot_operator_leader",

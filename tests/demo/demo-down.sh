@@ -18,7 +18,13 @@ if [[ -f $TB_KUBECONFIG ]] && "$TB_KUBECTL" --kubeconfig "$TB_KUBECONFIG" get --
     k delete -f "$TB_CLUSTER_DIR/demo/operator.yaml" --ignore-not-found --wait=false || true
   fi
   k delete namespace "$OP_NS" --ignore-not-found --wait=false
-  k delete crd tradingbots.trading.gpttrader.io --ignore-not-found --wait=false
+  # The CRD goes only if no other TradingBot uses it (deleting a CRD deletes every instance).
+  others=$(k get tradingbots -A --no-headers 2>/dev/null | grep -vc "^$DEMO_NS " || true)
+  if [[ $others == 0 ]]; then
+    k delete crd tradingbots.trading.gpttrader.io --ignore-not-found --wait=false
+  else
+    echo "demo-down: keeping the TradingBot CRD: $others TradingBot(s) outside the demo still use it"
+  fi
   rm -rf "$TB_CLUSTER_DIR/demo"
 fi
 if [[ -z ${KEEP_CLUSTER:-} ]]; then

@@ -94,7 +94,10 @@ fn is_true(status: &TradingBotStatus, type_: &str) -> bool {
 /// Events for what changed between two statuses (mode, degradation, reachability, phase).
 pub fn transition_notices(old: &TradingBotStatus, new: &TradingBotStatus) -> Vec<Notice> {
     let mut notices = Vec::new();
+    // A new bot starting Normal is not a change worth an Event.
+    let first_and_normal = old.mode.is_none() && new.mode == Some(TradingMode::Normal);
     if old.mode != new.mode
+        && !first_and_normal
         && let Some(mode) = new.mode
     {
         let reason = new.mode_reason.clone().unwrap_or_default();

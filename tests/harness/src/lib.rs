@@ -155,8 +155,40 @@ impl Cluster {
         Ok(child.wait_with_output()?)
     }
 
-    /// Install (or update) the TradingBot CRD from the committed YAML and wait until served.
+    /// Install (or update) the TradingBot CRD from the committed YAML and wait until served. A
+    /// CRD left terminating by an earlier run (TradingBots whose operator is gone keep it
+    /// waiting on their finalizers) is let go first.
     pub fn install_crd(&self) {
+        let crd = "crd/tradingbots.trading.gpttrader.io";
+        let deleting = self
+            .kubectl_result(&["get", crd, "-o", "jsonpath={.metadata.deletionTimestamp}"])
+            .unwrap_or_default();
+        if !deleting.trim().is_empty() {
+            let left = self
+                .kubectl_result(&[
+                    "get",
+                    "tradingbots",
+                    "-A",
+                    "-o",
+                    "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}{\"\\n\"}{end}",
+                ])
+                .unwrap_or_default();
+            for item in left.lines().filter(|l| l.contains('/')) {
+                let (ns, name) = item.split_once('/').unwrap_or_default();
+                let _ = self.kubectl_result(&[
+                    "-n",
+                    ns,
+                    "patch",
+                    "tradingbot",
+                    name,
+                    "--type",
+                    "merge",
+                    "-p",
+                    r#"{"metadata":{"finalizers":null}}"#,
+                ]);
+            }
+            let _ = self.kubectl_result(&["wait", "--for=delete", crd, "--timeout=120s"]);
+        }
         let path = root().join("crds/tradingbot.crd.yaml");
         self.kubectl(&["apply", "-f", path.to_str().expect("utf-8 path")]);
         self.kubectl(&[
