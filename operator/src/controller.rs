@@ -64,10 +64,16 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, managed()))
+    let stream = reflector::reflector(writer, watcher(api, managed()).modify(without_managed_fields))
         .default_backoff()
         .touched_objects();
     (store, stream)
+}
+
+/// Cached objects drop `metadata.managedFields`: nothing reads them, and with server-side apply
+/// they are often the biggest part of an object (most of the cache's memory at fleet scale).
+fn without_managed_fields<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
 }
 
 /// What one controller runs with.
@@ -132,7 +138,14 @@ pub async fn run(
         memory: Default::default(),
     });
     let bots = scoped::<TradingBot>(&client, ns);
-    let controller = Controller::new(bots, watcher::Config::default())
+    let (bot_store, bot_writer) = reflector::store();
+    let bot_stream = reflector::reflector(
+        bot_writer,
+        watcher(bots, watcher::Config::default()).modify(without_managed_fields),
+    )
+    .default_backoff()
+    .applied_objects();
+    let controller = Controller::for_stream(bot_stream, bot_store)
         .owns_stream(pod_events)
         .owns_stream(cm_events)
         .owns_stream(svc_events)

@@ -51,6 +51,9 @@ cluster_healthy() {
     daemon_running "$d" || return 1
   done
   [[ -s $TB_ADMIN_TOKEN_FILE && -x $TB_KUBECTL ]] || return 1
+  # A cluster started with another network layout (e.g. an older, smaller Service range) is
+  # not the one these scripts describe: start it fresh.
+  grep -qxF "TB_SERVICE_CIDR=$TB_SERVICE_CIDR" "$TB_CLUSTER_DIR/cluster.env" 2>/dev/null || return 1
   apiserver_ready && node_ready
 }
 

@@ -31,7 +31,8 @@ TB_NODE_NAME=tb-node
 # Private address added to lo: kubelet --node-ip and the apiserver's advertise
 # address (pods reach the API server through the `kubernetes` Service → here).
 TB_NODE_IP=10.200.0.1
-TB_SERVICE_CIDR=10.0.0.0/24
+# /20: room for a Service per bot of the 1,000-bot fleet benchmark (a /24 runs out at 253).
+TB_SERVICE_CIDR=10.0.0.0/20
 TB_KUBERNETES_SVC_IP=10.0.0.1
 TB_POD_CIDR=10.88.0.0/16
 TB_POD_GATEWAY=10.88.0.1
