@@ -10,19 +10,7 @@ source tests/cluster/lib.sh
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-cluster_running() {
-  [[ -f $TB_KUBECONFIG ]] && "$TB_KUBECTL" --kubeconfig "$TB_KUBECONFIG" get --raw /readyz >/dev/null 2>&1
-}
-
-started_cluster=0
-cluster_running || started_cluster=1
-cleanup() {
-  if [[ $started_cluster == 1 && -z ${KEEP_CLUSTER:-} ]]; then
-    step "stopping the cluster this run started"
-    tests/cluster/cluster-down.sh || true
-  fi
-}
-trap cleanup EXIT
+stop_cluster_at_exit_if_not_running
 
 step "format and lints"
 cargo fmt --all -- --check

@@ -11,18 +11,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 source tests/cluster/lib.sh
 
-cluster_running() {
-  [[ -f $TB_KUBECONFIG ]] && "$TB_KUBECTL" --kubeconfig "$TB_KUBECONFIG" get --raw /readyz >/dev/null 2>&1
-}
-started_cluster=0
-cluster_running || started_cluster=1
-cleanup() {
-  if [[ $started_cluster == 1 && -z ${KEEP_CLUSTER:-} ]]; then
-    echo "bench: stopping the cluster this run started" >&2
-    tests/cluster/cluster-down.sh || true
-  fi
-}
-trap cleanup EXIT
+stop_cluster_at_exit_if_not_running
 
 tests/cluster/cluster-up.sh
 CARGO_PROFILE=release tests/images/build-images.sh

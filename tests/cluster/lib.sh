@@ -227,3 +227,21 @@ with_cluster_lock() {
 must_be_root() {
   [[ $(id -u) == 0 ]] || die "$0 must run as root"
 }
+
+# cluster_running: true if the local cluster's API server answers /readyz.
+cluster_running() {
+  [[ -f $TB_KUBECONFIG ]] && "$TB_KUBECTL" --kubeconfig "$TB_KUBECONFIG" get --raw /readyz >/dev/null 2>&1
+}
+
+# stop_cluster_at_exit_if_not_running: when the cluster is not running yet (the calling script
+# is about to start it), stop it again when the script exits; KEEP_CLUSTER=1 keeps it.
+stop_cluster_at_exit_if_not_running() {
+  cluster_running && return 0
+  local down
+  down=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/cluster-down.sh
+  # shellcheck disable=SC2064 # the path is fixed now, KEEP_CLUSTER is read at exit
+  trap "if [[ -z \${KEEP_CLUSTER:-} ]]; then
+          printf '\\n==> stopping the cluster this run started\\n' >&2
+          $(printf %q "$down") || true
+        fi" EXIT
+}

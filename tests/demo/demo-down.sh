@@ -7,7 +7,7 @@ cd "$ROOT"
 source tests/cluster/lib.sh
 DEMO_NS=tradingbot-demo
 OP_NS=tradingbot-system
-if [[ -f $TB_KUBECONFIG ]] && "$TB_KUBECTL" --kubeconfig "$TB_KUBECONFIG" get --raw /readyz >/dev/null 2>&1; then
+if cluster_running; then
   export KUBECONFIG=$TB_KUBECONFIG
   k() { "$TB_KUBECTL" "$@"; }
   echo "demo-down: deleting the demo's TradingBots (halted first by the operator)"

@@ -3,6 +3,7 @@
 
 use serde_json::{Value, json};
 use std::time::Duration;
+pub use test_harness::metric;
 use test_harness::{TestNamespace, eventually};
 
 /// A TradingBot manifest (JSON is YAML) with `spec` merged over a dev-profile base.
@@ -33,17 +34,6 @@ pub async fn http_get(url: &str) -> Option<String> {
     let response = client.get(url).send().await.ok()?;
     response.status().is_success().then_some(())?;
     response.text().await.ok()
-}
-
-/// The sum of every sample of `name` in a Prometheus exposition (None if absent).
-pub fn metric(text: &str, name: &str) -> Option<f64> {
-    let values: Vec<f64> = text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.split(['{', ' ']).next() == Some(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .collect();
-    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 /// Wait until `jsonpath` of the TradingBot equals `want`.

@@ -41,6 +41,18 @@ fn measure(dir: &Path, args: &[&str]) -> anyhow::Result<(String, Duration, u64)>
     Ok((text, wall, u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024))
 }
 
+/// `perps-bot backtest --json` over `csv` (plus `extra`): its JSON summary and max RSS.
+fn replay(dir: &Path, csv: &str, extra: &[&str]) -> anyhow::Result<(serde_json::Value, u64)> {
+    let mut args = vec!["backtest", "--profile", "dev", "--candles", csv, "--json"];
+    args.extend_from_slice(extra);
+    let (text, _, max_rss) = measure(dir, &args)?;
+    Ok((serde_json::from_str(&text)?, max_rss))
+}
+
+fn candles_per_second(summary: &serde_json::Value) -> f64 {
+    summary["candles_per_second"].as_f64().unwrap_or(0.0)
+}
+
 pub fn throughput(notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
     let dir = std::env::temp_dir().join("bench-pipeline");
     std::fs::create_dir_all(&dir)?;
@@ -63,25 +75,12 @@ pub fn throughput(notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
     let mut rss = Vec::new();
     let mut last: serde_json::Value = serde_json::Value::Null;
     for _ in 0..RUNS {
-        let (text, _, max_rss) = measure(&dir, &["backtest", "--profile", "dev", "--candles", &csv_arg, "--json"])?;
-        let summary: serde_json::Value = serde_json::from_str(&text)?;
-        full.push(summary["candles_per_second"].as_f64().unwrap_or(0.0));
+        let (summary, max_rss) = replay(&dir, &csv_arg, &[])?;
+        full.push(candles_per_second(&summary));
         rss.push(max_rss as f64);
         last = summary;
-        let (text, _, _) = measure(
-            &dir,
-            &[
-                "backtest",
-                "--profile",
-                "dev",
-                "--candles",
-                &csv_arg,
-                "--json",
-                "--baseline",
-            ],
-        )?;
-        let summary: serde_json::Value = serde_json::from_str(&text)?;
-        floor.push(summary["candles_per_second"].as_f64().unwrap_or(0.0));
+        let (summary, _) = replay(&dir, &csv_arg, &["--baseline"])?;
+        floor.push(candles_per_second(&summary));
     }
     let (full, floor, rss) = (median_f64(&mut full), median_f64(&mut floor), median_f64(&mut rss));
     let stages = &last["stages"];

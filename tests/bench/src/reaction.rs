@@ -13,7 +13,7 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
-use test_harness::{HOST_FROM_PODS, TestNamespace};
+use test_harness::{HOST_FROM_PODS, TestNamespace, metric};
 use tradingbot_crds::{TradingBot, TradingMode};
 
 const PATCH_TRIALS: usize = 60;
@@ -22,17 +22,6 @@ const SCRAPE_INTERVAL: Duration = Duration::from_secs(2);
 const BOT_INTERVAL: Duration = Duration::from_secs(1);
 const POLL: Duration = Duration::from_millis(10);
 const SHOCK_PERCENT: i64 = -8;
-
-/// The sum of every sample of `name` in a Prometheus exposition.
-fn metric(text: &str, name: &str) -> Option<f64> {
-    let values: Vec<f64> = text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.split(['{', ' ']).next() == Some(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .collect();
-    (!values.is_empty()).then(|| values.iter().sum())
-}
 
 /// A bot pod's /metrics, read from its pod IP.
 struct BotProbe {
