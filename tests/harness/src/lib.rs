@@ -190,7 +190,17 @@ impl Cluster {
             let _ = self.kubectl_result(&["wait", "--for=delete", crd, "--timeout=120s"]);
         }
         let path = root().join("crds/tradingbot.crd.yaml");
-        self.kubectl(&["apply", "-f", path.to_str().expect("utf-8 path")]);
+        let apply = ["apply", "-f", path.to_str().expect("utf-8 path")];
+        // Tests install the CRD concurrently: a client-side apply that loses the race to create
+        // it (AlreadyExists) or to update it (Conflict) succeeds when tried again.
+        let mut attempt = 1;
+        while let Err(e) = self.kubectl_result(&apply) {
+            let text = format!("{e:#}");
+            let raced = text.contains("AlreadyExists") || text.contains("the object has been modified");
+            assert!(raced && attempt < 5, "{text}");
+            attempt += 1;
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
         self.kubectl(&[
             "wait",
             "--for=condition=Established",
