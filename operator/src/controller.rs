@@ -8,7 +8,8 @@ use crate::events::EventPublisher;
 use crate::metrics::OperatorMetrics;
 use crate::reconcile::{error_policy, reconcile};
 use crate::scrape::Scraper;
-use futures::{Stream, StreamExt};
+use futures::future::BoxFuture;
+use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::Api;
@@ -68,6 +69,45 @@ where
         .default_backoff()
         .touched_objects();
     (store, stream)
+}
+
+/// How long a controller may take to fill its caches before the operator gives up and exits.
+pub const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn ready<K: Resource + Clone + Send + Sync + 'static>(store: Store<K>) -> BoxFuture<'static, ()>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    async move {
+        // An error means the writer is gone (the controller stopped): never ready.
+        if store.wait_until_ready().await.is_err() {
+            futures::future::pending::<()>().await;
+        }
+    }
+    .boxed()
+}
+
+/// Wait until every named cache is ready; after `timeout`, the names still pending.
+pub async fn wait_for_caches(
+    caches: Vec<(&'static str, BoxFuture<'static, ()>)>,
+    timeout: Duration,
+) -> Result<(), Vec<&'static str>> {
+    let pending = Arc::new(std::sync::Mutex::new(
+        caches.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
+    ));
+    let all = futures::future::join_all(caches.into_iter().map(|(name, ready)| {
+        let pending = pending.clone();
+        async move {
+            ready.await;
+            if let Ok(mut pending) = pending.lock() {
+                pending.retain(|p| *p != name);
+            }
+        }
+    }));
+    match tokio::time::timeout(timeout, all).await {
+        Ok(_) => Ok(()),
+        Err(_) => Err(pending.lock().map(|p| p.clone()).unwrap_or_default()),
+    }
 }
 
 /// Cached objects drop `metadata.managedFields`: nothing reads them, and with server-side apply
@@ -159,18 +199,35 @@ pub async fn run(
             let _ = shutdown.wait_for(|s| *s).await;
         });
     let bot_store = controller.store();
+    let caches: Vec<(&'static str, BoxFuture<'static, ()>)> = vec![
+        ("tradingbots", ready(bot_store)),
+        ("pods", ready(pods)),
+        ("configmaps", ready(config_maps)),
+        ("services", ready(services)),
+        ("serviceaccounts", ready(service_accounts)),
+        ("roles", ready(roles)),
+        ("rolebindings", ready(role_bindings)),
+    ];
+    let scope = ns.unwrap_or("(all)").to_string();
     tokio::spawn(async move {
-        let _ = futures::join!(
-            pods.wait_until_ready(),
-            config_maps.wait_until_ready(),
-            services.wait_until_ready(),
-            service_accounts.wait_until_ready(),
-            roles.wait_until_ready(),
-            role_bindings.wait_until_ready(),
-            bot_store.wait_until_ready(),
-        );
-        synced.store(true, Ordering::Relaxed);
-        tracing::info!("caches synced");
+        match wait_for_caches(caches, CACHE_SYNC_TIMEOUT).await {
+            Ok(()) => {
+                synced.store(true, Ordering::Relaxed);
+                tracing::info!(namespace = %scope, "caches synced");
+            }
+            Err(pending) => {
+                // Nothing has been reconciled yet (reconciles wait for `synced`), so exiting is
+                // safe; the kubelet restarts the pod with fresh watches, as controller-runtime
+                // does after its CacheSyncTimeout.
+                tracing::error!(
+                    namespace = %scope,
+                    ?pending,
+                    timeout_seconds = CACHE_SYNC_TIMEOUT.as_secs(),
+                    "caches not synced in time: exiting so the pod is restarted"
+                );
+                std::process::exit(1);
+            }
+        }
     });
     tracing::info!(namespace = ns.unwrap_or("(all)"), "controller started");
     controller
@@ -208,5 +265,32 @@ async fn watch_service_monitor_api(
             _ = tokio::time::sleep(Duration::from_secs(30)) => {}
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn caches_that_never_fill_are_named_after_the_timeout() {
+        let caches: Vec<(&'static str, BoxFuture<'static, ()>)> = vec![
+            ("pods", async {}.boxed()),
+            ("roles", futures::future::pending().boxed()),
+            ("tradingbots", tokio::time::sleep(Duration::from_millis(10)).boxed()),
+        ];
+        assert_eq!(
+            wait_for_caches(caches, Duration::from_millis(300)).await,
+            Err(vec!["roles"])
+        );
+    }
+
+    #[tokio::test]
+    async fn caches_that_fill_in_time_are_synced() {
+        let caches: Vec<(&'static str, BoxFuture<'static, ()>)> = vec![
+            ("pods", async {}.boxed()),
+            ("tradingbots", tokio::time::sleep(Duration::from_millis(10)).boxed()),
+        ];
+        assert_eq!(wait_for_caches(caches, Duration::from_secs(60)).await, Ok(()));
     }
 }

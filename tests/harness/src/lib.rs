@@ -472,12 +472,17 @@ impl TestNamespace {
             release: "tbo".into(),
             namespace: self.name.clone(),
         };
-        self.kubectl(&[
-            "rollout",
-            "status",
-            "deployment/tbo-tradingbot-operator",
-            "--timeout=180s",
-        ]);
+        let deployment_ref = "deployment/tbo-tradingbot-operator";
+        if let Err(error) = self.kubectl_result(&["rollout", "status", deployment_ref, "--timeout=180s"]) {
+            // What a person would look at next, so a failure here can be diagnosed from the log.
+            let describe = self
+                .kubectl_result(&["describe", "pods", "-l", "app.kubernetes.io/instance=tbo"])
+                .unwrap_or_else(|e| format!("{e:#}"));
+            let logs = self
+                .kubectl_result(&["logs", deployment_ref, "--tail=200", "--all-containers"])
+                .unwrap_or_else(|e| format!("{e:#}"));
+            panic!("{error:#}\n--- operator pods ---\n{describe}\n--- operator log ---\n{logs}");
+        }
         deployment
     }
 
