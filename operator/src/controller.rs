@@ -209,6 +209,7 @@ pub async fn run(
         ("rolebindings", ready(role_bindings)),
     ];
     let scope = ns.unwrap_or("(all)").to_string();
+    tracing::info!(namespace = %scope, "controller started");
     tokio::spawn(async move {
         match wait_for_caches(caches, CACHE_SYNC_TIMEOUT).await {
             Ok(()) => {
@@ -229,7 +230,6 @@ pub async fn run(
             }
         }
     });
-    tracing::info!(namespace = ns.unwrap_or("(all)"), "controller started");
     controller
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
