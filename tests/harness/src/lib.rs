@@ -190,9 +190,18 @@ impl Cluster {
             let _ = self.kubectl_result(&["wait", "--for=delete", crd, "--timeout=120s"]);
         }
         let path = root().join("crds/tradingbot.crd.yaml");
-        let apply = ["apply", "-f", path.to_str().expect("utf-8 path")];
-        // Tests install the CRD concurrently: a client-side apply that loses the race to create
-        // it (AlreadyExists) or to update it (Conflict) succeeds when tried again.
+        // Server-side apply: only the fields in the committed YAML are ours, so what others set
+        // on the same CRD (the chart's `helm.sh/resource-policy: keep`, applied concurrently by
+        // the upgrade flow) stays. Tests install it concurrently: an apply that loses the race
+        // to create it (AlreadyExists) or to update it (Conflict) succeeds when tried again.
+        let apply = [
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=test-harness",
+            "-f",
+            path.to_str().expect("utf-8 path"),
+        ];
         let mut attempt = 1;
         while let Err(e) = self.kubectl_result(&apply) {
             let text = format!("{e:#}");
