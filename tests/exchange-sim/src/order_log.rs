@@ -28,7 +28,7 @@ pub struct OrderLogEntry {
     pub replay: bool,
     /// `error_response.error` of a rejected request.
     pub failure_reason: Option<String>,
-    /// `create_order` or `close_position`.
+    /// `create_order`, `close_position` or `edit_order` (an edit of an existing order).
     pub source: String,
 }
 

@@ -507,6 +507,16 @@ pub struct Order {
     pub leverage: Decimal,
     pub margin_type: Option<String>,
     pub cancel_message: String,
+    /// Accepted edits, oldest first (`edit_history`).
+    pub edit_history: Vec<EditRecord>,
+}
+
+/// One accepted edit of an order's price and size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EditRecord {
+    pub price: Decimal,
+    pub size: Decimal,
+    pub accepted_at: DateTime<Utc>,
 }
 
 impl Order {
@@ -582,7 +592,11 @@ impl Order {
             "outstanding_hold_amount": plain(self.hold),
             "is_liquidation": false,
             "last_fill_time": self.last_fill_time.map(rfc3339),
-            "edit_history": [],
+            "edit_history": self.edit_history.iter().map(|e| json!({
+                "price": plain(e.price),
+                "size": plain(e.size),
+                "replace_accept_timestamp": rfc3339(e.accepted_at),
+            })).collect::<Vec<_>>(),
             "leverage": if self.product_type == "FUTURE" { plain(self.leverage) } else { String::new() },
             "margin_type": self.margin_type.clone().unwrap_or_default(),
             "retail_portfolio_id": self.portfolio_uuid,

@@ -725,3 +725,86 @@ async fn too_many_open_orders() {
     let other = t.order(market_buy_quote("other-product", "ETH-USD", "10")).await;
     assert_eq!(other["success"], true);
 }
+
+#[tokio::test]
+async fn resting_limit_orders_can_be_previewed_and_edited_in_place() {
+    let t = TestSim::start().await;
+    let (bid, _) = t.best_bid_ask("BTC-USD").await;
+    let low = (bid * Decimal::new(8, 1)).round_dp(2);
+    let placed = t
+        .order(limit("edit-1", "BUY", "limit_limit_gtc", "0.01", low, json!({})))
+        .await;
+    let order_id = placed["success_response"]["order_id"].as_str().unwrap().to_string();
+    let usd = t.available("USD").await;
+
+    let new_price = (low - Decimal::ONE).to_string();
+    let (status, preview) = t
+        .post(
+            "/api/v3/brokerage/orders/edit_preview",
+            &json!({"order_id": order_id, "price": new_price, "size": "0.02"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{preview}");
+    assert_eq!(preview["errors"], json!([]), "{preview}");
+    assert_eq!(preview["base_size"], "0.02");
+    assert!(dec(&preview["order_total"]) > dec(&preview["quote_size"]), "{preview}");
+    assert_eq!(t.available("USD").await, usd, "a preview changes nothing");
+
+    let (status, edited) = t
+        .post(
+            "/api/v3/brokerage/orders/edit",
+            &json!({"order_id": order_id, "price": new_price, "size": "0.02"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{edited}");
+    assert_eq!(edited["success"], true, "{edited}");
+    let order = t.order_by_id(&order_id).await;
+    assert_eq!(order["order_configuration"]["limit_limit_gtc"]["base_size"], "0.02");
+    assert_eq!(
+        order["order_configuration"]["limit_limit_gtc"]["limit_price"],
+        new_price
+    );
+    assert_eq!(order["edit_history"].as_array().unwrap().len(), 1, "{order}");
+    assert!(t.available("USD").await < usd, "the larger order holds more");
+
+    // What Coinbase refuses: the same terms again, an unknown order, a market order, a filled one.
+    let (_, same) = t
+        .post(
+            "/api/v3/brokerage/orders/edit",
+            &json!({"order_id": order_id, "price": new_price, "size": "0.02"}),
+        )
+        .await;
+    assert_eq!(same["success"], false);
+    assert_eq!(
+        same["errors"][0]["edit_failure_reason"],
+        "EDIT_REQUEST_EQUAL_TO_ORIGINAL_REQUEST"
+    );
+    let (_, unknown) = t
+        .post(
+            "/api/v3/brokerage/orders/edit_preview",
+            &json!({"order_id": "nope", "price": "1"}),
+        )
+        .await;
+    assert_eq!(unknown["errors"][0]["edit_failure_reason"], "ORDER_NOT_FOUND");
+    let market = t.order(market_buy_quote("edit-m", "BTC-USD", "100")).await;
+    let market_id = market["success_response"]["order_id"].as_str().unwrap();
+    let (_, filled) = t
+        .post(
+            "/api/v3/brokerage/orders/edit",
+            &json!({"order_id": market_id, "price": "1"}),
+        )
+        .await;
+    assert_eq!(
+        filled["errors"][0]["edit_failure_reason"],
+        "ONLY_OPEN_ORDERS_CAN_BE_EDITED"
+    );
+    let (status, _) = t
+        .post("/api/v3/brokerage/orders/edit", &json!({"order_id": order_id}))
+        .await;
+    assert_eq!(status, 400, "an edit needs a price or a size");
+    let log = t.sim.order_log();
+    assert!(
+        log.iter()
+            .any(|e| e.source == "edit_order" && e.failure_reason.is_none())
+    );
+}

@@ -1,6 +1,7 @@
 //! The matching engine: order validation, execution against the synthetic book, resting
 //! orders, stops, expiry, balances, holds and perpetual positions.
 
+mod edit;
 mod rejection;
 mod validate;
 mod walk;
@@ -12,6 +13,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use tokio::sync::broadcast;
 
+pub use self::edit::EditFailure;
 pub use self::rejection::{RejectReason, Rejection};
 use self::validate::Plan;
 use self::walk::{Want, crosses, walk};
@@ -240,6 +242,7 @@ impl Exchange {
             leverage: plan.leverage,
             margin_type: intent.margin_type.clone(),
             cancel_message: String::new(),
+            edit_history: Vec::new(),
         };
         self.next_seq += 1;
         let order_id = order.id.clone();

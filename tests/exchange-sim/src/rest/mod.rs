@@ -80,6 +80,8 @@ fn trade() -> Router<AppState> {
         .route(&path("/orders/preview"), post(orders::preview_order))
         .route(&path("/orders/batch_cancel"), post(orders::batch_cancel))
         .route(&path("/orders/close_position"), post(orders::close_position))
+        .route(&path("/orders/edit"), post(orders::edit_order))
+        .route(&path("/orders/edit_preview"), post(orders::edit_order_preview))
         .route_layer(from_fn(gate::require_trade))
 }
 

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::clock::{self, parse_rfc3339, rfc3339_millis};
-use crate::engine::{Caller, Exchange, PlaceOutcome, RejectReason, Rejection};
+use crate::engine::{Caller, EditFailure, Exchange, PlaceOutcome, RejectReason, Rejection};
 use crate::error::ApiError;
 use crate::num::{parse_decimal, plain};
 use crate::order_log::OrderLogEntry;
@@ -307,6 +307,119 @@ pub async fn close_position(
     };
     maybe_delay(&state).await;
     Ok(Json(response))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EditOrderBody {
+    #[serde(default)]
+    order_id: Option<String>,
+    #[serde(default)]
+    price: Option<String>,
+    #[serde(default)]
+    size: Option<String>,
+}
+
+/// The validated fields of an edit request: order id, new price, new size.
+type EditTerms = (String, Option<Decimal>, Option<Decimal>);
+
+impl EditOrderBody {
+    fn terms(self) -> Result<EditTerms, ApiError> {
+        let order_id = self
+            .order_id
+            .filter(|id| !id.trim().is_empty())
+            .ok_or_else(|| ApiError::BadRequest("order_id is required".into()))?;
+        let decimal = |name: &str, value: Option<String>| match value.as_deref() {
+            None | Some("") => Ok(None),
+            Some(text) => parse_decimal(text)
+                .map(Some)
+                .ok_or_else(|| ApiError::BadRequest(format!("{name} must be a decimal string"))),
+        };
+        let price = decimal("price", self.price)?;
+        let size = decimal("size", self.size)?;
+        if price.is_none() && size.is_none() {
+            return Err(ApiError::BadRequest("price or size is required".into()));
+        }
+        Ok((order_id, price, size))
+    }
+}
+
+fn edit_errors(failure: EditFailure) -> Value {
+    json!([{
+        "edit_failure_reason": failure.edit_failure_reason(),
+        "preview_failure_reason": failure.preview_failure_reason(),
+    }])
+}
+
+/// `POST /orders/edit_preview`: what an edit of a resting limit order would look like.
+pub async fn edit_order_preview(
+    State(state): State<AppState>,
+    Extension(key): Extension<Authed>,
+    JsonBody(body): JsonBody<EditOrderBody>,
+) -> Result<Json<Value>, ApiError> {
+    let (order_id, price, size) = body.terms()?;
+    let exchange = lock(&state.exchange);
+    Ok(Json(
+        match exchange.preview_edit(&key.portfolio_uuid, &order_id, price, size) {
+            Ok(p) => json!({
+                "errors": [],
+                "slippage": plain(p.slippage),
+                "order_total": plain(p.order_total),
+                "commission_total": plain(p.commission_total),
+                "quote_size": plain(p.quote_size),
+                "base_size": plain(p.base_size),
+                "best_bid": plain(p.best_bid),
+                "best_ask": plain(p.best_ask),
+                "average_filled_price": plain(p.average_filled_price),
+            }),
+            Err(failure) => json!({ "errors": edit_errors(failure) }),
+        },
+    ))
+}
+
+/// `POST /orders/edit`: a new price and/or size for a resting `limit_limit_gtc` order.
+pub async fn edit_order(
+    State(state): State<AppState>,
+    Extension(key): Extension<Authed>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<EditOrderBody>,
+) -> Result<Json<Value>, ApiError> {
+    let (order_id, price, size) = body.terms()?;
+    let now = clock::now();
+    let mut exchange = lock(&state.exchange);
+    let result = exchange.edit(&key.portfolio_uuid, &order_id, price, size, now);
+    if let Some(order) = exchange.order(&key.portfolio_uuid, &order_id) {
+        let entry = OrderLogEntry {
+            seq: 0,
+            received_at: rfc3339_millis(now),
+            key_name: key.name.clone(),
+            client_instance: client_instance(&headers),
+            client_order_id: order.client_order_id.clone(),
+            order_id: Some(order.id.clone()),
+            product_id: order.product_id.clone(),
+            side: order.side.as_str().to_string(),
+            order_type: order.config.order_type().to_string(),
+            base_size: order.config.base_size().map(|d| d.to_string()),
+            quote_size: None,
+            limit_price: order.config.limit_price().map(|d| d.to_string()),
+            status: order.status.as_str().to_string(),
+            replay: false,
+            failure_reason: result.err().map(|f| f.edit_failure_reason().to_string()),
+            source: "edit_order".to_string(),
+        };
+        lock(&state.order_log).record(entry);
+    }
+    tracing::info!(key = %key.name, %order_id, outcome = ?result, "edit order");
+    Ok(Json(match result {
+        Ok(()) => json!({ "success": true, "success_response": { "order_id": order_id }, "errors": [] }),
+        Err(failure) => json!({
+            "success": false,
+            "error_response": {
+                "error_details": failure.edit_failure_reason(),
+                "edit_order_failure_reason": failure.edit_failure_reason(),
+            },
+            "errors": edit_errors(failure),
+        }),
+    }))
 }
 
 /// `GET /orders/historical/{order_id}`.
