@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use support::sim::PodExchange;
 use support::*;
-use test_harness::{TestNamespace, eventually};
+use test_harness::{IptablesRule, TestNamespace, eventually};
 
 const QUICK: Duration = Duration::from_secs(45);
 
@@ -157,46 +157,6 @@ async fn loss_trips_reduce_only_then_halted_and_an_ack_needs_recovery() {
     );
 }
 
-/// Drops traffic to a pod's metrics port at the host's FORWARD chain while alive.
-struct BlockedPort {
-    rule: Vec<String>,
-}
-
-impl BlockedPort {
-    fn block(ip: &str, port: u16) -> Self {
-        let rule: Vec<String> = [
-            "FORWARD",
-            "-d",
-            &format!("{ip}/32"),
-            "-p",
-            "tcp",
-            "--dport",
-            &port.to_string(),
-            "-j",
-            "DROP",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let mut insert = vec!["-I".to_string()];
-        insert.extend(rule.clone());
-        let status = std::process::Command::new("iptables")
-            .args(&insert)
-            .status()
-            .expect("iptables runs");
-        assert!(status.success(), "iptables -I failed");
-        Self { rule }
-    }
-}
-
-impl Drop for BlockedPort {
-    fn drop(&mut self) {
-        let mut delete = vec!["-D".to_string()];
-        delete.extend(self.rule.clone());
-        let _ = std::process::Command::new("iptables").args(&delete).status();
-    }
-}
-
 #[tokio::test]
 async fn frozen_market_data_and_unreachable_metrics_trip_the_staleness_guard() {
     let exchange = PodExchange::start().await;
@@ -246,7 +206,8 @@ async fn frozen_market_data_and_unreachable_metrics_trip_the_staleness_guard() {
         "{.status.podIP}",
     );
     assert_ne!(ip, operator_ip);
-    let blocked = BlockedPort::block(&ip, 9102);
+    // Dropped at the host's FORWARD chain while `blocked` lives (also if this test panics).
+    let blocked = IptablesRule::drop_tcp_to(&ip, 9102).expect("iptables rule inserted");
     wait_for_field(
         &ns,
         "stale",

@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
-use test_harness::{HOST_FROM_PODS, TestNamespace};
+use test_harness::{TestNamespace, host_from_pods};
 use tradingbot_crds::Profile;
 
 pub struct PodExchange {
@@ -35,11 +35,15 @@ impl PodExchange {
     }
 
     pub fn api_url_for_pods(&self) -> String {
-        format!("http://{HOST_FROM_PODS}:{}/api/v3/brokerage", self.sim.addr().port())
+        format!(
+            "http://{}:{}/api/v3/brokerage",
+            host_from_pods(),
+            self.sim.addr().port()
+        )
     }
 
     pub fn ws_url_for_pods(&self) -> String {
-        format!("ws://{HOST_FROM_PODS}:{}/ws", self.sim.addr().port())
+        format!("ws://{}:{}/ws", host_from_pods(), self.sim.addr().port())
     }
 
     /// Operator chart values pointing bots without their own URLs at this simulator.

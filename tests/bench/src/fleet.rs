@@ -25,21 +25,20 @@ const BOTS: usize = 1000;
 const CONCURRENCY: usize = 16;
 const CHILDREN_PER_BOT: usize = 6;
 const IDLE_WINDOW: Duration = Duration::from_secs(60);
-const NODE: &str = "tb-node";
 
 /// Keeps the node cordoned while alive.
 struct Cordon(Cluster);
 
 impl Cordon {
     fn new(cluster: &Cluster) -> anyhow::Result<Self> {
-        cluster.kubectl_result(&["cordon", NODE])?;
+        cluster.kubectl_result(&["cordon", &cluster.node_name()])?;
         Ok(Self(cluster.clone()))
     }
 }
 
 impl Drop for Cordon {
     fn drop(&mut self) {
-        let _ = self.0.kubectl_result(&["uncordon", NODE]);
+        let _ = self.0.kubectl_result(&["uncordon", &self.0.node_name()]);
     }
 }
 

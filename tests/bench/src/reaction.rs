@@ -13,7 +13,7 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
-use test_harness::{HOST_FROM_PODS, TestNamespace, metric};
+use test_harness::{TestNamespace, host_from_pods, metric};
 use tradingbot_crds::{TradingBot, TradingMode};
 
 const PATCH_TRIALS: usize = 60;
@@ -103,9 +103,10 @@ pub async fn run(notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
     .await?;
     let port = sim.addr().port();
     let ns = cluster.namespace("bench-reaction").await;
+    let host = host_from_pods();
     ns.deploy_operator(json!({"exchange": {
-        "defaultApiBaseUrl": format!("http://{HOST_FROM_PODS}:{port}/api/v3/brokerage"),
-        "defaultWsUrl": format!("ws://{HOST_FROM_PODS}:{port}/ws"),
+        "defaultApiBaseUrl": format!("http://{host}:{port}/api/v3/brokerage"),
+        "defaultWsUrl": format!("ws://{host}:{port}/ws"),
     }}));
     let client = cluster.client().await;
     let bots: Api<TradingBot> = Api::namespaced(client, &ns.name);

@@ -6,6 +6,18 @@
 //! * [`Cluster::kubectl`] runs the cluster's kubectl (v1.20.2, matching the API server).
 //! * [`HostProcess`] runs a program on the host and kills it (by pid) when dropped.
 //! * [`eventually`] polls a condition with a generous deadline.
+//! * [`ClusterSettings`] are the local cluster's addresses and paths (from `cluster.env`).
+//! * [`IptablesRule`] is a firewall rule that is removed when dropped, also on a panic.
+//! * [`audited_writes`] reads the API server's audit log, refusing one that cannot vouch for
+//!   the window asked about.
+
+mod audit;
+mod iptables;
+mod settings;
+
+pub use audit::{AuditLog, AuditLogError, AuditedWrite, audit_now, audited_writes, try_audited_writes};
+pub use iptables::{IptablesRule, RULE_COMMENT_PREFIX, remove_rules_of_dead_tests};
+pub use settings::ClusterSettings;
 
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::Namespace;
@@ -15,10 +27,22 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Where the local cluster keeps its state (see tests/cluster/lib.sh).
+/// Where the local cluster keeps its state by default (see tests/cluster/lib.sh; `TB_CLUSTER_DIR`
+/// overrides it).
 pub const LOCAL_CLUSTER_DIR: &str = "/var/tmp/tradingbot-cluster";
-/// The bridge gateway: how pods reach processes on the host.
-pub const HOST_FROM_PODS: &str = "10.88.0.1";
+
+/// The local cluster's settings (`$TB_CLUSTER_DIR/cluster.env`, written by cluster-up.sh).
+pub fn local_settings() -> anyhow::Result<ClusterSettings> {
+    ClusterSettings::load(&cluster_dir().join("cluster.env"))
+}
+
+/// How pods reach processes on the host: the pod bridge's gateway, from the cluster's settings.
+pub fn host_from_pods() -> String {
+    local_settings()
+        .unwrap_or_else(|e| panic!("{e:#}"))
+        .pod_gateway()
+        .to_string()
+}
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -28,7 +52,8 @@ pub fn root() -> PathBuf {
         .expect("workspace root exists")
 }
 
-fn cluster_dir() -> PathBuf {
+/// The local cluster's state directory.
+pub fn cluster_dir() -> PathBuf {
     std::env::var_os("TB_CLUSTER_DIR").map_or_else(|| PathBuf::from(LOCAL_CLUSTER_DIR), PathBuf::from)
 }
 
@@ -70,6 +95,7 @@ fn ensure_cluster() -> anyhow::Result<Cluster> {
         kubeconfig: dir.join("kubeconfig"),
         kubectl_path: dir.join("bin/kubectl"),
     };
+    claim_local_cluster(&dir);
     if cluster.kubectl_result(&["get", "--raw", "/readyz"]).is_err() {
         let script = root().join("tests/cluster/cluster-up.sh");
         let status = Command::new(&script)
@@ -80,6 +106,17 @@ fn ensure_cluster() -> anyhow::Result<Cluster> {
         }
     }
     Ok(cluster)
+}
+
+/// Record that this test process uses the local cluster, so a script run that started the
+/// cluster does not stop it while this process runs (see `cluster_claim` in
+/// tests/cluster/lib.sh; the claim lapses when this process is gone).
+fn claim_local_cluster(dir: &Path) {
+    let users = PathBuf::from(format!("{}.users", dir.display()));
+    let pid = std::process::id();
+    if std::fs::create_dir_all(&users).is_ok() {
+        let _ = std::fs::write(users.join(format!("cargo-test-{pid}")), format!("{pid}\n"));
+    }
 }
 
 fn which_kubectl() -> PathBuf {
@@ -156,39 +193,10 @@ impl Cluster {
     }
 
     /// Install (or update) the TradingBot CRD from the committed YAML and wait until served. A
-    /// CRD left terminating by an earlier run (TradingBots whose operator is gone keep it
-    /// waiting on their finalizers) is let go first.
+    /// CRD still being deleted (for example by `make demo-down`) is waited for first; see
+    /// [`Cluster::let_go_of_a_deleted_crd`].
     pub fn install_crd(&self) {
-        let crd = "crd/tradingbots.trading.gpttrader.io";
-        let deleting = self
-            .kubectl_result(&["get", crd, "-o", "jsonpath={.metadata.deletionTimestamp}"])
-            .unwrap_or_default();
-        if !deleting.trim().is_empty() {
-            let left = self
-                .kubectl_result(&[
-                    "get",
-                    "tradingbots",
-                    "-A",
-                    "-o",
-                    "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}{\"\\n\"}{end}",
-                ])
-                .unwrap_or_default();
-            for item in left.lines().filter(|l| l.contains('/')) {
-                let (ns, name) = item.split_once('/').unwrap_or_default();
-                let _ = self.kubectl_result(&[
-                    "-n",
-                    ns,
-                    "patch",
-                    "tradingbot",
-                    name,
-                    "--type",
-                    "merge",
-                    "-p",
-                    r#"{"metadata":{"finalizers":null}}"#,
-                ]);
-            }
-            let _ = self.kubectl_result(&["wait", "--for=delete", crd, "--timeout=120s"]);
-        }
+        self.let_go_of_a_deleted_crd();
         let path = root().join("crds/tradingbot.crd.yaml");
         // Server-side apply: only the fields in the committed YAML are ours, so what others set
         // on the same CRD (the chart's `helm.sh/resource-policy: keep`, applied concurrently by
@@ -216,6 +224,65 @@ impl Cluster {
             "--timeout=60s",
             "crd/tradingbots.trading.gpttrader.io",
         ]);
+    }
+
+    /// When the CRD is being deleted, wait for the deletion to finish. TradingBots keep it
+    /// waiting on their finalizers; only those our own tests left behind (in a namespace
+    /// labelled `tradingbot-test=true` that is itself being deleted, so its test and operator are
+    /// gone) are let go by removing the finalizer. Anyone else's TradingBots are never touched:
+    /// if they hold the CRD, this panics naming them.
+    fn let_go_of_a_deleted_crd(&self) {
+        let crd = "crd/tradingbots.trading.gpttrader.io";
+        let deleting = self
+            .kubectl_result(&["get", crd, "-o", "jsonpath={.metadata.deletionTimestamp}"])
+            .unwrap_or_default();
+        if deleting.trim().is_empty() {
+            return;
+        }
+        let abandoned = self.abandoned_test_namespaces();
+        let bots = self
+            .kubectl_result(&[
+                "get",
+                "tradingbots",
+                "-A",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}{\"\\n\"}{end}",
+            ])
+            .unwrap_or_default();
+        for (ns, name) in bots.lines().filter_map(|l| l.split_once('/')) {
+            if abandoned.iter().any(|a| a == ns) {
+                let patch = r#"{"metadata":{"finalizers":null}}"#;
+                let _ = self.kubectl_result(&["-n", ns, "patch", "tradingbot", name, "--type", "merge", "-p", patch]);
+            }
+        }
+        if self
+            .kubectl_result(&["wait", "--for=delete", crd, "--timeout=180s"])
+            .is_err()
+        {
+            let left = self
+                .kubectl_result(&["get", "tradingbots", "-A", "--no-headers"])
+                .unwrap_or_default();
+            panic!(
+                "the TradingBot CRD is being deleted and TradingBots this test run does not own still hold it; \
+                 not touching them:\n{left}"
+            );
+        }
+    }
+
+    /// Test namespaces (label `tradingbot-test=true`) that are being deleted.
+    fn abandoned_test_namespaces(&self) -> Vec<String> {
+        self.kubectl_result(&[
+            "get",
+            "namespaces",
+            "-l",
+            "tradingbot-test=true",
+            "-o",
+            "jsonpath={range .items[?(@.status.phase==\"Terminating\")]}{.metadata.name}{\"\\n\"}{end}",
+        ])
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
     }
 
     /// A fresh namespace for one test, deleted when the returned value is dropped.
@@ -252,14 +319,45 @@ impl Cluster {
         }
     }
 
-    /// Image tags loaded by `tests/images/build-images.sh`; panics with how to fix it if absent.
+    /// The container images, built from the workspace binaries as they are now and loaded into
+    /// this cluster: `tests/images/build-images.sh --no-cargo` rebuilds an image whose binary
+    /// changed (content hash) and loads what the cluster does not have yet. Once per process.
     pub fn require_images(&self) {
-        let list = root().join("target/images/images.txt");
-        let text = std::fs::read_to_string(&list).unwrap_or_default();
-        assert!(
-            text.contains("perps-bot:dev") && text.contains("tradingbot-operator:dev"),
-            "the container images are not built/loaded: run `make images` (or `make test`)"
-        );
+        static IMAGES: OnceLock<Result<(), String>> = OnceLock::new();
+        let outcome = IMAGES.get_or_init(|| {
+            let script = root().join("tests/images/build-images.sh");
+            let output = Command::new(&script)
+                .arg("--no-cargo")
+                .env("KUBECONFIG", &self.kubeconfig)
+                .output()
+                .map_err(|e| format!("running {}: {e}", script.display()))?;
+            if output.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} --no-cargo failed (build the binaries first: `make images`):\n{}{}",
+                    script.display(),
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                ))
+            }
+        });
+        if let Err(e) = outcome {
+            panic!("{e}");
+        }
+    }
+
+    /// The local cluster's settings (panics when this is not the local cluster).
+    pub fn settings(&self) -> ClusterSettings {
+        local_settings().unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// The name of the cluster's only node, from the API.
+    pub fn node_name(&self) -> String {
+        let names = self.kubectl(&["get", "nodes", "-o", "jsonpath={.items[*].metadata.name}"]);
+        let names: Vec<&str> = names.split_whitespace().collect();
+        assert!(names.len() == 1, "expected one node, found {names:?}");
+        names[0].to_string()
     }
 }
 
@@ -434,6 +532,34 @@ pub fn python() -> PathBuf {
         .clone()
 }
 
+/// Debian's Prometheus binary (tests/cluster/prometheus.sh fetches and caches it on first use);
+/// panics with the script's output when it cannot be provided.
+pub fn prometheus() -> PathBuf {
+    static PROMETHEUS: OnceLock<PathBuf> = OnceLock::new();
+    PROMETHEUS
+        .get_or_init(|| {
+            let script = root().join("tests/cluster/prometheus.sh");
+            let output = Command::new(&script)
+                .output()
+                .expect("tests/cluster/prometheus.sh runs");
+            assert!(
+                output.status.success(),
+                "prometheus.sh failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let path = PathBuf::from(
+                String::from_utf8_lossy(&output.stdout)
+                    .trim()
+                    .lines()
+                    .last()
+                    .unwrap_or_default(),
+            );
+            assert!(path.is_file(), "prometheus.sh printed {path:?}, which is not a file");
+            path
+        })
+        .clone()
+}
+
 /// Render the Helm chart (real Helm via helm-python-sdk) into one YAML stream.
 pub fn render_chart(release: &str, namespace: &str, values: &serde_json::Value) -> String {
     let output = Command::new(python())
@@ -522,7 +648,7 @@ impl TestNamespace {
         ]);
         let id = id.trim().trim_start_matches("containerd://");
         assert!(!id.is_empty(), "pod {pod} has no running container");
-        let socket = cluster_dir().join("containerd/containerd.sock");
+        let socket = self.cluster.settings().containerd_socket();
         let status = Command::new("ctr")
             .args([
                 "--address",
@@ -589,46 +715,4 @@ pub fn merge_json(base: &mut serde_json::Value, overlay: serde_json::Value) {
         }
         (base, overlay) => *base = overlay,
     }
-}
-
-/// One write request from the API server's audit log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditedWrite {
-    pub verb: String,
-    pub resource: String,
-    pub name: String,
-    /// The HTTP status the API server answered with.
-    pub code: u16,
-}
-
-/// Write requests (create/update/patch/delete) in the API server's audit log by users whose
-/// name starts with `user_prefix`, received at or after `since` (RFC 3339), whatever their
-/// outcome.
-pub fn audited_writes(user_prefix: &str, since: &str) -> Vec<AuditedWrite> {
-    let path = cluster_dir().join("logs/audit.log");
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
-    text.lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|e| {
-            e["user"]["username"]
-                .as_str()
-                .is_some_and(|u| u.starts_with(user_prefix))
-        })
-        .filter(|e| e["requestReceivedTimestamp"].as_str().is_some_and(|t| t >= since))
-        .map(|e| AuditedWrite {
-            verb: e["verb"].as_str().unwrap_or_default().to_string(),
-            resource: e["objectRef"]["resource"].as_str().unwrap_or_default().to_string(),
-            name: e["objectRef"]["name"].as_str().unwrap_or_default().to_string(),
-            code: e["responseStatus"]["code"].as_u64().unwrap_or(0) as u16,
-        })
-        .collect()
-}
-
-/// Now as the audit log writes timestamps (RFC 3339, UTC, microseconds).
-pub fn audit_now() -> String {
-    let output = Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%S.%6NZ"])
-        .output()
-        .expect("date runs");
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
