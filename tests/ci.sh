@@ -1,37 +1,68 @@
 #!/usr/bin/env bash
-# Everything CI runs (`make test`): formatting, lints, the committed CRD check, then the whole
-# test suite against a real local Kubernetes cluster (built and cached by tests/cluster/).
+# Everything CI runs (`make test`): formatting and lints, the committed CRD check, then the whole
+# test suite against a real local Kubernetes cluster (built and cached by tests/cluster/), then
+# the suites outside cargo (SUITES below). A suite script that is missing or not executable
+# fails the run, and with CI=true so does any skipped or ignored test.
 #
-# If this script starts the cluster, it stops it again at the end (KEEP_CLUSTER=1 keeps it).
+# If this run starts the cluster, it stops it again at the end, unless another run or a demo
+# still uses it (KEEP_CLUSTER=1 keeps it).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 source tests/cluster/lib.sh
 
+# Suites run after the cargo tests: description and script.
+SUITES=(
+  "Helm chart (lint, renders, PrometheusRule in a real Prometheus, server-side dry run)|tests/chart/test.sh"
+  "Argo CD health check|tests/argocd/test.sh"
+)
+
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-stop_cluster_at_exit_if_not_running
+# check_suites: every suite script exists and is executable (before anything slow runs).
+check_suites() {
+  local entry script
+  for entry in "${SUITES[@]}"; do
+    script=${entry#*|}
+    [[ -f $script ]] || die "suite script $script is missing"
+    [[ -x $script ]] || die "suite script $script is not executable"
+  done
+}
+
+# ignored_tests LOG: the cargo test summary lines that report ignored tests.
+ignored_tests() {
+  grep -E '^test result: .* [1-9][0-9]* ignored' "$1" || true
+}
+
+check_suites
+claim_cluster_for_this_run
 
 step "format and lints"
-cargo fmt --all -- --check
-cargo clippy --workspace --all-targets -- -D warnings
+make lint
+
+step "the CRD YAML, the chart's copy and docs/CRD_REFERENCE.md are what make crds generates"
+GENERATED=(crds/tradingbot.crd.yaml charts/tradingbot-operator/files/tradingbot.crd.yaml docs/CRD_REFERENCE.md)
+before=$(sha256sum "${GENERATED[@]}")
+make crds
+[[ $(sha256sum "${GENERATED[@]}") == "$before" ]] || die "make crds changed ${GENERATED[*]}: commit its output"
 
 step "local Kubernetes cluster"
-tests/cluster/cluster-up.sh
+make cluster-up
 
 step "container images"
-tests/images/build-images.sh
+make images
 
 step "tests (unit, real cluster, end to end)"
 export KUBECONFIG=$TB_KUBECONFIG
-cargo test --workspace --no-fail-fast
+mkdir -p target/test-logs
+cargo test --workspace --no-fail-fast 2>&1 | tee target/test-logs/cargo-test.log
+if [[ ${CI:-} == true && -n $(ignored_tests target/test-logs/cargo-test.log) ]]; then
+  ignored_tests target/test-logs/cargo-test.log >&2
+  die "CI=true: tests were ignored (a skip is a failure in CI)"
+fi
 
-if [[ -x tests/chart/test.sh ]]; then
-  step "Helm chart"
-  tests/chart/test.sh
-fi
-if [[ -x tests/argocd/test.sh ]]; then
-  step "Argo CD health check"
-  tests/argocd/test.sh
-fi
+for entry in "${SUITES[@]}"; do
+  step "${entry%%|*}"
+  "${entry#*|}"
+done
 step "all green"

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Tests the Argo CD health check for TradingBot (docs/argocd/tradingbot-health.lua) with a real
-# Lua interpreter: Debian's lua5.4, installed when missing.
+# Lua interpreter: Debian's lua5.4, installed here when missing (a failed install fails the
+# suite: nothing is skipped).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 
-if ! command -v lua5.4 >/dev/null 2>&1; then
-  SUDO=""
-  [[ $(id -u) == 0 ]] || SUDO="sudo"
-  # Refresh the package lists only when there are none (a fresh container); otherwise use them.
-  if ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then
-    $SUDO apt-get update
-  fi
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y lua5.4
-fi
+install_lua() {
+  local sudo=""
+  [[ $(id -u) == 0 ]] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  # Use the package lists there are; refresh them when the install fails with them (stale or
+  # absent lists on a fresh machine).
+  $sudo apt-get install -y -q lua5.4 || { $sudo apt-get update -q && $sudo apt-get install -y -q lua5.4; }
+}
 
+command -v lua5.4 >/dev/null 2>&1 || install_lua
+command -v lua5.4 >/dev/null 2>&1 || { echo "tests/argocd/test.sh: lua5.4 is not available after installing it" >&2; exit 1; }
 lua5.4 tests/argocd/test_health.lua docs/argocd/tradingbot-health.lua

@@ -5,13 +5,14 @@
 # be taken. Arguments select parts: pipeline, reaction, fleet (docs/BENCHMARKS.md is written
 # only by a full run).
 #
-# If this script starts the cluster, it stops it again at the end (KEEP_CLUSTER=1 keeps it).
+# If this run starts the cluster, it stops it again at the end, unless another run or a demo
+# still uses it (KEEP_CLUSTER=1 keeps it).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 source tests/cluster/lib.sh
 
-stop_cluster_at_exit_if_not_running
+claim_cluster_for_this_run
 
 tests/cluster/cluster-up.sh
 CARGO_PROFILE=release tests/images/build-images.sh

@@ -4,10 +4,9 @@
 Standard library plus helm_python (PyPI helm-python-sdk: real Helm, no helm binary). YAML is
 parsed with helm_python.values_from_yaml (Helm's own YAML parser), so no PyYAML is needed.
 
-Optional parts skip with a message instead of failing:
-  - the server-side dry run needs the local cluster up (tests/cluster/cluster-up.sh; never
-    started or stopped here);
-  - the Prometheus checks need the binary tests/cluster/prometheus.sh caches in $TB_CACHE.
+Nothing is optional: tests/chart/test.sh provides Prometheus ($TB_PROMETHEUS, from
+tests/cluster/prometheus.sh) and the local cluster before running this file, and a part whose
+tool is missing fails. With CI=true a skipped test fails the run.
 """
 import http.server
 import json
@@ -37,7 +36,7 @@ DASHBOARD_FILE = os.path.join(CHART, "files", "grafana-dashboard.json")
 TB_CACHE = os.environ.get("TB_CACHE", os.path.expanduser("~/.cache/tradingbot-operator"))
 KUBECTL = os.environ.get("TB_KUBECTL", "/var/tmp/tradingbot-cluster/bin/kubectl")
 KUBECONFIG = os.environ.get("TB_KUBECONFIG", "/var/tmp/tradingbot-cluster/kubeconfig")
-PROMETHEUS = os.path.join(TB_CACHE, "prometheus", "usr", "bin", "prometheus")
+PROMETHEUS = os.environ.get("TB_PROMETHEUS") or os.path.join(TB_CACHE, "prometheus", "usr", "bin", "prometheus")
 
 RELEASE = "tbo"
 NAMESPACE = "ops"
@@ -575,10 +574,10 @@ class Schema(unittest.TestCase):
         {"watchNamespaces": ["t-op-x-1a2b3c"], "crds": {"install": False},
          "image": {"repository": "tradingbot-operator", "tag": "dev", "pullPolicy": "Never"},
          "botImage": "perps-bot:dev", "botImagePullPolicy": "Never", "logFormat": "json",
-         "exchange": {"defaultApiBaseUrl": "http://10.88.0.1:38001/api/v3/brokerage",
-                      "defaultWsUrl": "ws://10.88.0.1:38001/ws"}},
+         "exchange": {"defaultApiBaseUrl": "http://192.0.2.1:38001/api/v3/brokerage",
+                      "defaultWsUrl": "ws://192.0.2.1:38001/ws"}},
         {"resources": {"requests": {"cpu": "100m"}, "limits": {"memory": "1Gi", "cpu": 1}}},
-        {"networkPolicy": {"enabled": True, "apiServerCidr": "10.200.0.1/32", "apiServerPorts": [443, 16443]}},
+        {"networkPolicy": {"enabled": True, "apiServerCidr": "192.0.2.10/32", "apiServerPorts": [443, 6443]}},
         {"global": {"anything": 1}},
     ]
     BAD = [
@@ -806,15 +805,15 @@ def identity(labels):
     return "<fleet>"
 
 
-@unittest.skipUnless(os.access(PROMETHEUS, os.X_OK),
-                     f"no Prometheus binary at {PROMETHEUS} (tests/cluster/prometheus.sh caches it): "
-                     "alert expressions not evaluated")
 class AlertsInPrometheus(unittest.TestCase):
     """Loads the rendered rules into a real Prometheus scraping fixture bots and operator, then
     evaluates every alert expression (without its `for`) and the dashboard's queries."""
 
     @classmethod
     def setUpClass(cls):
+        if not os.access(PROMETHEUS, os.X_OK):
+            raise AssertionError(f"no Prometheus binary at {PROMETHEUS}: run this suite through tests/chart/test.sh "
+                                 "(it provides one with tests/cluster/prometheus.sh)")
         values = merge(ALL_FEATURES, {"watchNamespaces": ["ns-a", "ns-b"]})
         docs, _ = render(values)
         cls.groups = one(docs, "PrometheusRule")["spec"]["groups"]
@@ -953,13 +952,14 @@ def cluster_problem():
 CLUSTER_PROBLEM = cluster_problem()
 
 
-@unittest.skipIf(CLUSTER_PROBLEM, f"{CLUSTER_PROBLEM}: server-side dry run skipped (tests/cluster/cluster-up.sh)")
 class ServerDryRun(unittest.TestCase):
     """`kubectl apply --dry-run=server` of rendered manifests: the API server validates every
     object (schemas, RBAC escalation, NetworkPolicy fields) without persisting anything."""
 
     @classmethod
     def setUpClass(cls):
+        if CLUSTER_PROBLEM:
+            raise AssertionError(f"{CLUSTER_PROBLEM}: run this suite through tests/chart/test.sh (it starts the cluster)")
         suffix = secrets.token_hex(3)
         cls.release = f"tbo-chart-{suffix}"
         cls.namespace = f"tbo-chart-{suffix}"
@@ -1011,5 +1011,15 @@ class ServerDryRun(unittest.TestCase):
         self.assertIn("NetworkPolicy", [obj["kind"] for _, obj in served])
 
 
+def main():
+    result = unittest.main(exit=False).result
+    if os.environ.get("CI") == "true" and result.skipped:
+        for test, reason in result.skipped:
+            print(f"SKIPPED {test.id()}: {reason}")
+        print("CI=true: a skipped test fails the run")
+        return 1
+    return 0 if result.wasSuccessful() else 1
+
+
 if __name__ == "__main__":
-    unittest.main()
+    raise SystemExit(main())

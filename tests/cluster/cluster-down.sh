@@ -7,7 +7,7 @@
 #      then any leftover process of ours whose pid file was lost,
 #   4. every mount under $TB_CLUSTER_DIR (pod volumes, rootfs, shm, netns),
 #      deepest first, lazily if a normal unmount fails,
-#   5. iptables rules/chains KUBE-* and CNI-*, the CNI bridge, the lo address,
+#   5. iptables rules/chains KUBE-* and CNI-* and rules tests added, the CNI bridge, the lo address,
 #      container cgroups and shim sockets of ours, sysctls restored,
 #   6. $TB_CLUSTER_DIR itself.
 # Never touches $TB_CACHE. Safe to run when nothing is running (exit 0).
@@ -119,7 +119,8 @@ fi
 # --- 5. network, cgroups, sockets, sysctls ------------------------------------------------------
 
 # clean_iptables CMD: with CMD=iptables|ip6tables removes every rule that
-# jumps to a KUBE-*/CNI-* chain, then flushes and deletes those chains, in
+# jumps to a KUBE-*/CNI-* chain or that a test added (comment tradingbot-test:...,
+# see tests/harness/src/iptables.rs), then flushes and deletes those chains, in
 # one atomic iptables-restore --noflush per table.
 clean_iptables() {
   local cmd=$1 table dump script
@@ -130,7 +131,7 @@ clean_iptables() {
       function ours(c) { return c ~ /^(KUBE-|CNI-)/ }
       /^:/ { c = substr($1, 2); if (ours(c)) chains[++n] = c; next }
       /^-A / {
-        if (!ours($2) && ($0 ~ / -[jg] (KUBE-|CNI-)/)) { sub(/^-A /, "-D "); print }
+        if (!ours($2) && ($0 ~ / -[jg] (KUBE-|CNI-)/ || $0 ~ /--comment "?tradingbot-test:/)) { sub(/^-A /, "-D "); print }
       }
       END {
         for (i = 1; i <= n; i++) print "-F " chains[i]

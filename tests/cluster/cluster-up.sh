@@ -87,6 +87,8 @@ t_start=$SECONDS
 t_boot=$SECONDS
 mkdir -p "$TB_CLUSTER_DIR"
 touch "$TB_CLUSTER_DIR/$TB_MARKER"
+# Who started this cluster: only that run stops it again (lib.sh, stop_cluster_if_ours).
+printf '%s\n' "${TB_RUN_ID:-by hand}" >"$TB_STARTED_BY"
 mkdir -p "$TB_RUN_DIR" "$TB_LOG_DIR" "$TB_PKI_DIR" "$TB_CONF_DIR" "$TB_CLUSTER_DIR/bin" \
   "$TB_CONTAINERD_DIR" "$TB_KUBELET_DIR" "$TB_CNI_CONF_DIR" "$TB_CNI_IPAM_DIR"
 chmod 700 "$TB_PKI_DIR"

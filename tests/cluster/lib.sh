@@ -233,15 +233,75 @@ cluster_running() {
   [[ -f $TB_KUBECONFIG ]] && "$TB_KUBECTL" --kubeconfig "$TB_KUBECONFIG" get --raw /readyz >/dev/null 2>&1
 }
 
-# stop_cluster_at_exit_if_not_running: when the cluster is not running yet (the calling script
-# is about to start it), stop it again when the script exits; KEEP_CLUSTER=1 keeps it.
-stop_cluster_at_exit_if_not_running() {
-  cluster_running && return 0
-  local down
-  down=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/cluster-down.sh
-  # shellcheck disable=SC2064 # the path is fixed now, KEEP_CLUSTER is read at exit
-  trap "if [[ -z \${KEEP_CLUSTER:-} ]]; then
-          printf '\\n==> stopping the cluster this run started\\n' >&2
-          $(printf %q "$down") || true
-        fi" EXIT
+# --- Who uses the cluster, and who may stop it ---------------------------------------------
+# A run that starts the cluster stops it again when it ends, but never a cluster another run
+# started, and never while another run (or a demo) still uses it:
+#   * cluster-up.sh records who started the cluster in $TB_STARTED_BY ($TB_RUN_ID, exported by
+#     the starting script; "by hand" otherwise);
+#   * every run using the cluster claims it: a file in $TB_USERS_DIR named after the run,
+#     holding the pid the claim lives with (empty for a demo, which lives until demo-down).
+TB_USERS_DIR=${TB_CLUSTER_DIR%/}.users
+TB_STARTED_BY=$TB_CLUSTER_DIR/started-by
+
+# cluster_claim NAME [PID]: NAME uses the cluster (while PID runs, when given).
+cluster_claim() {
+  mkdir -p "$TB_USERS_DIR"
+  printf '%s\n' "${2:-}" >"$TB_USERS_DIR/$1"
+}
+
+# cluster_release NAME: NAME no longer uses the cluster.
+cluster_release() {
+  rm -f "$TB_USERS_DIR/$1"
+}
+
+# cluster_other_users NAME: the live claims other than NAME, one a line (lapsed ones removed).
+cluster_other_users() {
+  local f name pid
+  for f in "$TB_USERS_DIR"/*; do
+    [[ -f $f ]] || continue
+    name=$(basename "$f")
+    [[ $name == "$1" ]] && continue
+    pid=$(cat "$f" 2>/dev/null || true)
+    if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+      rm -f "$f"
+      continue
+    fi
+    echo "$name"
+  done
+}
+
+# cluster_started_by: the run that started the running cluster (empty when it is down).
+cluster_started_by() {
+  cat "$TB_STARTED_BY" 2>/dev/null || true
+}
+
+# stop_cluster_if_ours NAME: stops the cluster if NAME started it and nobody else uses it;
+# otherwise says why it stays. KEEP_CLUSTER=1 always keeps it. TB_CLUSTER_DOWN overrides the
+# stop command (tests of this logic).
+stop_cluster_if_ours() {
+  local name=$1 starter others
+  starter=$(cluster_started_by)
+  [[ -n $starter && $starter == "$name" ]] || return 0
+  if [[ -n ${KEEP_CLUSTER:-} ]]; then
+    log "keeping the cluster this run started (KEEP_CLUSTER=$KEEP_CLUSTER)"
+    return 0
+  fi
+  others=$(cluster_other_users "$name" | tr '\n' ' ')
+  if [[ -n $others ]]; then
+    log "keeping the cluster this run started: still used by ${others% }"
+    return 0
+  fi
+  printf '\n==> stopping the cluster this run started\n' >&2
+  "${TB_CLUSTER_DOWN:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/cluster-down.sh}" || true
+}
+
+# claim_cluster_for_this_run: the calling script uses the cluster until it exits. Its run id
+# ($TB_RUN_ID, recorded by cluster-up.sh if this run starts the cluster) is the script's name
+# and pid; at exit the claim is released and the cluster stopped if this run started it and no
+# one else uses it.
+claim_cluster_for_this_run() {
+  TB_RUN_ID="$(basename "$0")-$$"
+  export TB_RUN_ID
+  cluster_claim "$TB_RUN_ID" $$
+  trap 'cluster_release "$TB_RUN_ID"; stop_cluster_if_ours "$TB_RUN_ID"' EXIT
 }
