@@ -2,6 +2,7 @@
 """Render the Helm chart with real Helm (PyPI helm-python-sdk) and print the manifests.
 
 Usage: render.py [--chart DIR] [--name RELEASE] [--namespace NS] [--values-json JSON]
+                 [--only-kind KIND ...] [--skip-kind KIND ...]
 
 Run it with the venv python from tests/cluster/python-env.sh. Tests and the demo apply the
 output with kubectl, so every cluster test exercises the chart's templates.
@@ -27,12 +28,20 @@ INSTALL_ORDER = [
 ]
 
 
-def install_rank(document: str) -> int:
+def kind_of(document: str) -> str:
     for line in document.splitlines():
         if line.startswith("kind:"):
-            kind = line.split(":", 1)[1].strip()
-            return INSTALL_ORDER.index(kind) if kind in INSTALL_ORDER else len(INSTALL_ORDER)
-    return len(INSTALL_ORDER)
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def install_rank(document: str) -> int:
+    kind = kind_of(document)
+    return INSTALL_ORDER.index(kind) if kind in INSTALL_ORDER else len(INSTALL_ORDER)
+
+
+def wanted(kind: str, only: list, skip: list) -> bool:
+    return (not only or kind in only) and kind not in skip
 
 
 def main() -> int:
@@ -41,6 +50,8 @@ def main() -> int:
     parser.add_argument("--name", default="tradingbot-operator")
     parser.add_argument("--namespace", default="default")
     parser.add_argument("--values-json", default="{}", help="values overriding values.yaml, as JSON")
+    parser.add_argument("--only-kind", action="append", default=[], help="print only objects of this kind")
+    parser.add_argument("--skip-kind", action="append", default=[], help="leave out objects of this kind")
     args = parser.parse_args()
     values = json.loads(args.values_json)
     chart = helm_python.Chart.load(args.chart)
@@ -55,7 +66,8 @@ def main() -> int:
         for document in rendered[path].split("\n---"):
             text = document.strip()
             if text and any(line.startswith("kind:") for line in text.splitlines()):
-                documents.append((install_rank(text), path, f"# Source: {path}\n{text}"))
+                if wanted(kind_of(text), args.only_kind, args.skip_kind):
+                    documents.append((install_rank(text), path, f"# Source: {path}\n{text}"))
     documents.sort(key=lambda d: (d[0], d[1]))
     sys.stdout.write("\n---\n".join(d[2] for d in documents) + "\n")
     return 0

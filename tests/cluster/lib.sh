@@ -281,7 +281,11 @@ cluster_started_by() {
 stop_cluster_if_ours() {
   local name=$1 starter others
   starter=$(cluster_started_by)
-  [[ -n $starter && $starter == "$name" ]] || return 0
+  [[ -n $starter ]] || return 0
+  if [[ $starter != "$name" ]]; then
+    log "keeping the cluster: $starter started it, not $name"
+    return 0
+  fi
   if [[ -n ${KEEP_CLUSTER:-} ]]; then
     log "keeping the cluster this run started (KEEP_CLUSTER=$KEEP_CLUSTER)"
     return 0

@@ -4,20 +4,29 @@
 # operator from the Helm chart, applies two TradingBots (a paper-trading dev bot and a
 # canary -> prod bot on the simulator), shows them, and prints what to try next.
 #
-# Environment: DEMO_WATCH_SECONDS (default 60) how long the live table runs.
+# Environment:
+#   DEMO_WATCH_SECONDS   how long the live table runs (default 60; 0: until both bots run)
+#   DEMO_NS              the demo's namespace (default tradingbot-demo)
+#   DEMO_OPERATOR_NS     the operator's namespace (default tradingbot-system)
+# Tests run the demo in namespaces of their own, so they never touch a demo someone started.
+# The demo claims the cluster until `make demo-down`: no test run stops it meanwhile.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 source tests/cluster/lib.sh
 
-DEMO_NS=tradingbot-demo
-OP_NS=tradingbot-system
+DEMO_NS=${DEMO_NS:-tradingbot-demo}
+OP_NS=${DEMO_OPERATOR_NS:-tradingbot-system}
+RELEASE=tradingbot-operator
 WATCH_SECONDS=${DEMO_WATCH_SECONDS:-60}
-DEMO_DIR=$TB_CLUSTER_DIR/demo
+DEMO_DIR=$TB_CLUSTER_DIR/demo/$DEMO_NS
+# If this demo starts the cluster, `make demo-down` may stop it again (lib.sh).
+export TB_RUN_ID=demo-$DEMO_NS
 step() { printf '\n\033[1m==> [%s/7] %s\033[0m\n' "$1" "$2"; }
 
 step 1 "Local Kubernetes cluster (the first run builds Kubernetes from Debian's sources, ~5 min)"
 tests/cluster/cluster-up.sh
+cluster_claim "$TB_RUN_ID"
 export KUBECONFIG=$TB_KUBECONFIG
 export PATH=$TB_CLUSTER_DIR/bin:$PATH
 
@@ -56,9 +65,14 @@ step 4 "Operator from the Helm chart (rendered with Helm's SDK, applied)"
 PYTHON=$(tests/cluster/python-env.sh)
 kubectl create namespace "$OP_NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 VALUES=$(printf '{"watchNamespaces":["%s"],"exchange":{"defaultApiBaseUrl":"http://%s/api/v3/brokerage","defaultWsUrl":"ws://%s/ws"}}' "$DEMO_NS" "$SIM" "$SIM")
-"$PYTHON" tests/chart/render.py --name tradingbot-operator --namespace "$OP_NS" --values-json "$VALUES" > "$DEMO_DIR/operator.yaml"
+render() { "$PYTHON" tests/chart/render.py --name "$RELEASE" --namespace "$OP_NS" --values-json "$VALUES" "$@"; }
+# The CRD apart from the rest: demo-down removes the operator but keeps a CRD still in use.
+render --only-kind CustomResourceDefinition >"$DEMO_DIR/crd.yaml"
+render --skip-kind CustomResourceDefinition >"$DEMO_DIR/operator.yaml"
+kubectl apply -f "$DEMO_DIR/crd.yaml" >/dev/null
+kubectl wait --for=condition=Established --timeout=60s crd/tradingbots.trading.gpttrader.io >/dev/null
 kubectl apply -f "$DEMO_DIR/operator.yaml" >/dev/null
-kubectl -n "$OP_NS" rollout status deployment/tradingbot-operator --timeout=180s
+kubectl -n "$OP_NS" rollout status "deployment/$RELEASE" --timeout=180s
 
 step 5 "Sample TradingBots: dev-bot (paper exchange) and btc-canary (canary -> prod on the simulator)"
 kubectl -n "$DEMO_NS" apply -f docs/examples/dev.yaml
@@ -76,20 +90,21 @@ while :; do
 done
 
 step 7 "Try next"
-cat <<TRY
-  export KUBECONFIG=$TB_KUBECONFIG PATH=$TB_CLUSTER_DIR/bin:\$PATH SIM=$SIM
+printf '  export KUBECONFIG=%s PATH=%s/bin:$PATH SIM=%s DEMO_NS=%s\n' "$TB_KUBECONFIG" "$TB_CLUSTER_DIR" "$SIM" "$DEMO_NS"
+# The README shows the same commands (tests/e2e/tests/docs_commands.rs checks they match).
+cat <<'TRY'
 
   # Restrict a bot in an incident (reaches the running bot within a second, no restart):
-  kubectl -n tradingbot-demo patch tb dev-bot --type merge -p '{"spec":{"reduceOnly":true}}'
-  kubectl -n tradingbot-demo get tb -o wide
+  kubectl -n $DEMO_NS patch tb dev-bot --type merge -p '{"spec":{"reduceOnly":true}}'
+  kubectl -n $DEMO_NS get tb -o wide
 
   # Inject a price shock into the exchange simulator (watch the guards react):
-  curl -s -X POST http://\$SIM/admin/faults -H 'content-type: application/json' -d '{"price_shock":{"product_id":"BTC-USD","percent":-10}}'
+  curl -s -X POST http://$SIM/admin/faults -H 'content-type: application/json' -d '{"price_shock":{"product_id":"BTC-USD","percent":-10}}'
 
   # Roll out a new version: a canary first, then promote it with a Git-style change:
-  kubectl -n tradingbot-demo patch tb btc-canary --type merge -p '{"spec":{"image":"perps-bot:v2"}}'
-  kubectl -n tradingbot-demo get tb btc-canary -o jsonpath='{.status.rollout.phase}{"\n"}'
-  kubectl -n tradingbot-demo patch tb btc-canary --type merge -p '{"spec":{"rollout":{"approvedVersion":"perps-bot:v2"}}}'
+  kubectl -n $DEMO_NS patch tb btc-canary --type merge -p '{"spec":{"image":"perps-bot:v2"}}'
+  kubectl -n $DEMO_NS get tb btc-canary -o jsonpath='{.status.rollout.phase}{"\n"}'
+  kubectl -n $DEMO_NS patch tb btc-canary --type merge -p '{"spec":{"rollout":{"approvedVersion":"perps-bot:v2"}}}'
 
   # Remove everything:
   make demo-down
