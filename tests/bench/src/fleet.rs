@@ -1,10 +1,12 @@
 //! Fleet scale on the real cluster: 1,000 TradingBots reconciled by the operator deployed with
 //! its chart, against the floor of one client writing the same child objects directly.
 //!
-//! The node is cordoned while the fleet exists, so bot pods stay Pending: this measures the
-//! operator and the API server, not the kubelet starting 1,000 containers on two cores.
+//! The bots ask for more memory than any node has, so their pods stay Pending: this measures the
+//! operator and the API server, not the kubelet starting 1,000 containers on two cores (and,
+//! unlike cordoning the node, it leaves everyone else's pods alone).
 
-use crate::report::Row;
+use crate::operator_process::OperatorProcess;
+use crate::report::{Row, RunLog};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -26,21 +28,11 @@ const CONCURRENCY: usize = 16;
 const CHILDREN_PER_BOT: usize = 6;
 const IDLE_WINDOW: Duration = Duration::from_secs(60);
 
-/// Keeps the node cordoned while alive.
-struct Cordon(Cluster);
-
-impl Cordon {
-    fn new(cluster: &Cluster) -> anyhow::Result<Self> {
-        cluster.kubectl_result(&["cordon", &cluster.node_name()])?;
-        Ok(Self(cluster.clone()))
-    }
-}
-
-impl Drop for Cordon {
-    fn drop(&mut self) {
-        let _ = self.0.kubectl_result(&["uncordon", &self.0.node_name()]);
-    }
-}
+/// What each bot's pod requests: more memory than a node has, so it stays Pending.
+const UNSCHEDULABLE_MEMORY: &str = "1Ti";
+/// How often the floor retries a pod the API server refused (its ServiceAccount's token is not
+/// there yet).
+const FLOOR_RETRY: Duration = Duration::from_millis(100);
 
 fn bot_name(i: usize) -> String {
     format!("bot-{i:04}")
@@ -51,7 +43,10 @@ fn tradingbot(namespace: &str, i: usize) -> anyhow::Result<TradingBot> {
         "apiVersion": "trading.gpttrader.io/v1alpha1",
         "kind": "TradingBot",
         "metadata": {"name": bot_name(i), "namespace": namespace},
-        "spec": {"profile": "dev", "symbols": ["BTC-USD"], "dryRun": true, "rollout": {"strategy": "Direct"}},
+        "spec": {
+            "profile": "dev", "symbols": ["BTC-USD"], "dryRun": true, "rollout": {"strategy": "Direct"},
+            "resources": {"requests": {"memory": UNSCHEDULABLE_MEMORY}},
+        },
     }))?)
 }
 
@@ -68,7 +63,7 @@ where
         match api.create(&PostParams::default(), object).await {
             Ok(_) => return Ok(()),
             Err(error) if Instant::now() < deadline && error.to_string().to_lowercase().contains("service account") => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(FLOOR_RETRY).await;
             }
             Err(error) => return Err(error.into()),
         }
@@ -105,72 +100,6 @@ async fn floor(client: &Client, namespace: &str) -> anyhow::Result<Duration> {
         .try_collect::<Vec<()>>()
         .await?;
     Ok(started.elapsed())
-}
-
-/// The operator's process on this host (found through its pod's cgroup).
-struct OperatorProcess {
-    pid: u32,
-}
-
-impl OperatorProcess {
-    fn find(ns: &TestNamespace) -> anyhow::Result<Self> {
-        let pod = ns
-            .pods("app.kubernetes.io/name=tradingbot-operator")
-            .into_iter()
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("no operator pod"))?;
-        // The chart gives the container its pod name in POD_NAME.
-        let marker = format!("POD_NAME={pod}");
-        let mut candidates = Vec::new();
-        for entry in std::fs::read_dir("/proc")? {
-            let Ok(pid) = entry?.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if !String::from_utf8_lossy(&cmdline).contains("tradingbot-operator") {
-                continue;
-            }
-            candidates.push(pid);
-            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-            if environ.split(|b| *b == 0).any(|var| var == marker.as_bytes()) {
-                return Ok(Self { pid });
-            }
-        }
-        anyhow::bail!("the operator's process (pod {pod}) is not visible from this host (candidates: {candidates:?})")
-    }
-
-    /// Peak resident set size (VmHWM), bytes.
-    fn peak_rss(&self) -> u64 {
-        self.status_kb("VmHWM:") * 1024
-    }
-
-    fn rss(&self) -> u64 {
-        self.status_kb("VmRSS:") * 1024
-    }
-
-    fn status_kb(&self, field: &str) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid))
-            .unwrap_or_default()
-            .lines()
-            .find(|l| l.starts_with(field))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// User + system CPU time so far.
-    fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
-        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks: u64 = [11, 12]
-            .iter()
-            .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
-            .sum();
-        // SAFETY: sysconf has no preconditions.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        Duration::from_millis(ticks * 1000 / per_second)
-    }
 }
 
 /// The operator's API requests so far by verb, from its own /metrics.
@@ -251,17 +180,41 @@ async fn wait_namespace_gone(cluster: &Cluster, namespace: &str) {
     }
 }
 
-pub async fn run(notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
+/// What the convergence phase measured.
+struct Converged {
+    created: Duration,
+    converged: Duration,
+    busy_cpu: Duration,
+    requests: f64,
+    per_verb: Vec<String>,
+    peak_rss: u64,
+}
+
+/// What the idle window measured.
+struct Idle {
+    writes: Result<usize, String>,
+    cpu: Duration,
+    requests: f64,
+}
+
+pub async fn run(run: &mut RunLog) -> anyhow::Result<Vec<Row>> {
     let cluster = test_harness::cluster();
     cluster.install_crd();
     cluster.require_images();
     let client = cluster.client().await;
+    run.fact("kubernetes_version", kubernetes_version(&cluster)?);
+    run.fact("floor_retry", format!("{} ms", FLOOR_RETRY.as_millis()));
 
-    // The operator first: its own pod must be scheduled before the node is cordoned.
     let ns = cluster.namespace("bench-fleet").await;
     ns.deploy_operator(json!({}));
+    let concurrency = ns.kubectl(&[
+        "get",
+        "deployment/tbo-tradingbot-operator",
+        "-o",
+        r#"jsonpath={.spec.template.spec.containers[0].env[?(@.name=="RECONCILE_CONCURRENCY")].value}"#,
+    ]);
+    run.fact("reconcile_concurrency", concurrency.trim());
     let operator = OperatorProcess::find(&ns)?;
-    let cordon = Cordon::new(&cluster)?;
 
     eprintln!(
         "bench: floor — {} child objects from one client",
@@ -275,9 +228,48 @@ pub async fn run(notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
 
     eprintln!("bench: {BOTS} TradingBots through the operator");
     let bots: Api<TradingBot> = Api::namespaced(client.clone(), &ns.name);
-    let verbs_before = api_requests_by_verb(&ns).await?;
-    let requests_before: f64 = verbs_before.values().sum();
-    let cpu_before = operator.cpu();
+    let converged = converge(&ns, &client, &bots, &operator).await?;
+    let idle = idle_window(&ns, &operator).await?;
+    let restarted = operator.still_the_same(&ns).err().map(|e| e.to_string());
+    let peak_rss = operator.peak_rss().map(|p| p.max(converged.peak_rss));
+    eprintln!("bench: deleting the fleet");
+    let deleted = delete_fleet(&ns, &bots).await;
+
+    run.note(format!(
+        "Fleet: each bot's pod requests {UNSCHEDULABLE_MEMORY} of memory, so the {BOTS} bot pods stay Pending (nothing else \
+         on the node is affected); the TradingBots are created by one client at concurrency {CONCURRENCY} (all accepted \
+         after {:.1} s). Converged = every TradingBot has a status for its generation and all {} children exist \
+         (ServiceAccount, Role, RoleBinding, ConfigMap, Service, Pod per bot). The floor creates the same {} children, built \
+         by the operator's own builders, from one client at concurrency {CONCURRENCY}. Deleting the fleet (finalizer: halt, \
+         then remove) took {:.1} s. Operator reconcile concurrency: {}. API requests per bot by verb while converging: {}.",
+        converged.created.as_secs_f64(),
+        BOTS * CHILDREN_PER_BOT,
+        BOTS * CHILDREN_PER_BOT,
+        deleted.as_secs_f64(),
+        concurrency.trim(),
+        converged.per_verb.join(", ")
+    ));
+    Ok(fleet_rows(&converged, floor_time, peak_rss, &idle, restarted))
+}
+
+fn kubernetes_version(cluster: &Cluster) -> anyhow::Result<String> {
+    let json: serde_json::Value = serde_json::from_str(&cluster.kubectl_result(&["version", "-o", "json"])?)?;
+    Ok(json["serverVersion"]["gitVersion"]
+        .as_str()
+        .unwrap_or("(unknown)")
+        .trim_start_matches('v')
+        .to_string())
+}
+
+/// Create the fleet and wait until every bot has its children and a status.
+async fn converge(
+    ns: &TestNamespace,
+    client: &Client,
+    bots: &Api<TradingBot>,
+    operator: &OperatorProcess,
+) -> anyhow::Result<Converged> {
+    let verbs_before = api_requests_by_verb(ns).await?;
+    let cpu_before = operator.cpu()?;
     let started = Instant::now();
     stream::iter(0..BOTS)
         .map(|i| {
@@ -295,10 +287,10 @@ pub async fn run(notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
         .await?;
     let created = started.elapsed();
     let deadline = started + Duration::from_secs(1800);
-    let mut peak_while_converging = operator.rss();
+    let mut peak_rss = operator.rss()?;
     loop {
-        peak_while_converging = peak_while_converging.max(operator.rss());
-        if statuses_written(&bots).await == BOTS && children(&client, &ns.name).await >= BOTS * CHILDREN_PER_BOT {
+        peak_rss = peak_rss.max(operator.rss()?);
+        if statuses_written(bots).await == BOTS && children(client, &ns.name).await >= BOTS * CHILDREN_PER_BOT {
             break;
         }
         anyhow::ensure!(
@@ -308,29 +300,46 @@ pub async fn run(notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let converged = started.elapsed();
-    let busy_cpu = operator.cpu().saturating_sub(cpu_before);
-    let verbs_after = api_requests_by_verb(&ns).await?;
-    let requests = verbs_after.values().sum::<f64>() - requests_before;
-    let per_verb: Vec<String> = verbs_after
+    let busy_cpu = operator.cpu()?.saturating_sub(cpu_before);
+    let verbs_after = api_requests_by_verb(ns).await?;
+    let requests = verbs_after.values().sum::<f64>() - verbs_before.values().sum::<f64>();
+    let per_verb = verbs_after
         .iter()
         .map(|(verb, n)| (verb, (n - verbs_before.get(verb).copied().unwrap_or(0.0)) / BOTS as f64))
-        .filter(|(_, per_bot)| *per_bot > 0.0)
+        .filter(|(_, per_bot)| *per_bot != 0.0)
         .map(|(verb, per_bot)| format!("{verb} {per_bot:.1}"))
         .collect();
+    Ok(Converged {
+        created,
+        converged,
+        busy_cpu,
+        requests,
+        per_verb,
+        peak_rss,
+    })
+}
 
-    // Idle: let requeues after the last writes pass, then watch a full window.
+/// A full idle window once the requeues after the last writes have passed.
+async fn idle_window(ns: &TestNamespace, operator: &OperatorProcess) -> anyhow::Result<Idle> {
+    // Let requeues after the last writes pass, then watch a full window.
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let idle_since = test_harness::audit_now();
-    let idle_cpu_before = operator.cpu();
-    let idle_requests_before = api_requests(&ns).await?;
+    let since = test_harness::audit_now();
+    let cpu_before = operator.cpu()?;
+    let requests_before = api_requests(ns).await?;
     tokio::time::sleep(IDLE_WINDOW).await;
     let user = format!("system:serviceaccount:{}:tbo-tradingbot-operator", ns.name);
-    let idle_writes = test_harness::audited_writes(&user, &idle_since).len();
-    let idle_cpu = operator.cpu().saturating_sub(idle_cpu_before);
-    let idle_requests = api_requests(&ns).await? - idle_requests_before;
-    let peak_rss = operator.peak_rss().max(peak_while_converging);
+    let writes = test_harness::try_audited_writes(&user, &since)
+        .map(|w| w.len())
+        .map_err(|e| e.to_string());
+    Ok(Idle {
+        writes,
+        cpu: operator.cpu()?.saturating_sub(cpu_before),
+        requests: api_requests(ns).await? - requests_before,
+    })
+}
 
-    eprintln!("bench: deleting the fleet");
+/// Delete every TradingBot (the operator halts each, then lets it go); how long it took.
+async fn delete_fleet(ns: &TestNamespace, bots: &Api<TradingBot>) -> Duration {
     let deleting = Instant::now();
     ns.kubectl(&["delete", "tradingbots", "--all", "--wait=false"]);
     let gone_by = deleting + Duration::from_secs(900);
@@ -344,28 +353,44 @@ pub async fn run(notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
     {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let deleted = deleting.elapsed();
-    drop(cordon);
+    deleting.elapsed()
+}
 
-    let ratio = converged.as_secs_f64() / floor_time.as_secs_f64().max(0.001);
-    let per_minute = idle_writes as f64 * 60.0 / IDLE_WINDOW.as_secs_f64();
-    notes.push(format!(
-        "Fleet: the node is cordoned so the {BOTS} bot pods stay Pending; the TradingBots are created by one client at \
-         concurrency {CONCURRENCY} (all accepted after {:.1} s). Converged = every TradingBot has a status for its generation \
-         and all {} children exist (ServiceAccount, Role, RoleBinding, ConfigMap, Service, Pod per bot). The floor creates the \
-         same {} children, built by the operator's own builders, from one client at concurrency {CONCURRENCY}. Deleting the \
-         fleet (finalizer: halt, then remove) took {:.1} s. Operator reconcile concurrency: chart default (16). API requests \
-         per bot by verb while converging: {}.",
-        created.as_secs_f64(),
-        BOTS * CHILDREN_PER_BOT,
-        BOTS * CHILDREN_PER_BOT,
-        deleted.as_secs_f64(),
-        per_verb.join(", ")
-    ));
-    Ok(vec![
+/// The fleet rows; every operator figure is INVALID when the operator restarted during the run.
+fn fleet_rows(
+    c: &Converged,
+    floor_time: Duration,
+    peak_rss: Result<u64, crate::operator_process::OperatorChanged>,
+    idle: &Idle,
+    restarted: Option<String>,
+) -> Vec<Row> {
+    let ratio = c.converged.as_secs_f64() / floor_time.as_secs_f64().max(0.001);
+    let rss_row = match peak_rss {
+        Ok(peak) => Row::new(
+            format!("operator peak RSS at {BOTS} bots"),
+            format!("{:.1} MiB", peak as f64 / 1_048_576.0),
+        )
+        .target("<= 64 MiB", peak <= 64 * 1_048_576),
+        Err(e) => Row::invalid(format!("operator peak RSS at {BOTS} bots"), e).target("<= 64 MiB", false),
+    };
+    let idle_row = match &idle.writes {
+        Ok(writes) => Row::new(
+            format!("operator once idle ({} s window)", IDLE_WINDOW.as_secs()),
+            format!(
+                "{:.0} writes/min (audit log), {:.0} API requests, {:.2} CPU-s",
+                *writes as f64 * 60.0 / IDLE_WINDOW.as_secs_f64(),
+                idle.requests,
+                idle.cpu.as_secs_f64()
+            ),
+        )
+        .target("0 writes/min", *writes == 0),
+        Err(e) => Row::invalid(format!("operator once idle ({} s window)", IDLE_WINDOW.as_secs()), e)
+            .target("0 writes/min", false),
+    };
+    let rows = vec![
         Row::new(
             format!("{BOTS} TradingBots → children exist and status written"),
-            format!("{:.1} s", converged.as_secs_f64()),
+            format!("{:.1} s", c.converged.as_secs_f64()),
         )
         .baseline(format!(
             "{:.1} s: one client creating the same {} children",
@@ -374,35 +399,25 @@ pub async fn run(notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
         ))
         .ratio(ratio)
         .target("<= 1.5x", ratio <= 1.5),
-        Row::new(
-            format!("operator peak RSS at {BOTS} bots"),
-            format!("{:.1} MiB", peak_rss as f64 / 1_048_576.0),
-        )
-        .target("<= 64 MiB", peak_rss <= 64 * 1_048_576),
+        rss_row,
         Row::new(
             "operator CPU while converging",
             format!(
                 "{:.1} CPU-s ({:.2} cores on average)",
-                busy_cpu.as_secs_f64(),
-                busy_cpu.as_secs_f64() / converged.as_secs_f64().max(0.001)
+                c.busy_cpu.as_secs_f64(),
+                c.busy_cpu.as_secs_f64() / c.converged.as_secs_f64().max(0.001)
             ),
         ),
         Row::new(
             "operator API requests per bot (to converge)",
-            format!("{:.1}", requests / BOTS as f64),
+            format!("{:.1}", c.requests / BOTS as f64),
         )
         .baseline(format!(
             "{CHILDREN_PER_BOT} child creates + 1 status write = {}",
             CHILDREN_PER_BOT + 1
         ))
-        .ratio(requests / BOTS as f64 / (CHILDREN_PER_BOT + 1) as f64),
-        Row::new(
-            "operator once idle (60 s window)",
-            format!(
-                "{per_minute:.0} writes/min (audit log), {idle_requests:.0} API requests, {:.2} CPU-s",
-                idle_cpu.as_secs_f64()
-            ),
-        )
-        .target("0 writes/min", idle_writes == 0),
-    ])
+        .ratio(c.requests / BOTS as f64 / (CHILDREN_PER_BOT + 1) as f64),
+        idle_row,
+    ];
+    rows.into_iter().map(|r| r.invalid_if(restarted.clone())).collect()
 }

@@ -10,11 +10,12 @@
 //! 4. `perps-bot --profile dev --dev-fast` wall time and RSS.
 
 mod fleet;
+mod operator_process;
 mod pipeline;
 mod reaction;
 mod report;
 
-use report::Row;
+use report::{Row, RunLog};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
@@ -22,24 +23,24 @@ async fn main() -> anyhow::Result<()> {
     let only: Vec<String> = std::env::args().skip(1).collect();
     let wants = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let mut rows: Vec<Row> = Vec::new();
-    let mut notes: Vec<String> = Vec::new();
+    let mut run = RunLog::default();
     if wants("pipeline") {
         eprintln!("bench: bot pipeline throughput and dev-fast smoke");
-        rows.extend(pipeline::throughput(&mut notes)?);
-        rows.extend(pipeline::dev_fast(&mut notes)?);
+        rows.extend(pipeline::throughput(&mut run)?);
+        rows.extend(pipeline::dev_fast(&mut run)?);
     }
     if wants("reaction") {
         eprintln!("bench: reaction times (real cluster)");
-        rows.extend(reaction::run(&mut notes).await?);
+        rows.extend(reaction::run(&mut run).await?);
     }
     if wants("fleet") {
         eprintln!("bench: fleet of 1,000 TradingBots (real cluster)");
-        rows.extend(fleet::run(&mut notes).await?);
+        rows.extend(fleet::run(&mut run).await?);
     }
     let table = report::table(&rows);
     println!("{table}");
     if only.is_empty() {
-        report::write_markdown(&table, &notes)?;
+        report::write_markdown(&table, &run)?;
         eprintln!("bench: wrote docs/BENCHMARKS.md");
     }
     Ok(())

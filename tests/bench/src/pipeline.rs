@@ -1,13 +1,14 @@
 //! The bot alone: its pipeline throughput on a 100,000-candle replay (the same
 //! `perps-bot backtest` users run) against the bare replay loop, and the `--dev-fast` smoke run.
 
-use crate::report::{Row, median_f64};
+use crate::report::{Row, RunLog, median_f64};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const RUNS: usize = 5;
 const CANDLES: usize = 100_000;
+const DEV_FAST_RUNS: usize = 20;
 
 fn bot() -> PathBuf {
     test_harness::root().join("target/release/perps-bot")
@@ -53,7 +54,7 @@ fn candles_per_second(summary: &serde_json::Value) -> f64 {
     summary["candles_per_second"].as_f64().unwrap_or(0.0)
 }
 
-pub fn throughput(notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
+pub fn throughput(run: &mut RunLog) -> anyhow::Result<Vec<Row>> {
     let dir = std::env::temp_dir().join("bench-pipeline");
     std::fs::create_dir_all(&dir)?;
     let csv = dir.join("replay.csv");
@@ -85,7 +86,7 @@ pub fn throughput(notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
     let (full, floor, rss) = (median_f64(&mut full), median_f64(&mut floor), median_f64(&mut rss));
     let stages = &last["stages"];
     let stage = |name: &str| stages[name].as_f64().unwrap_or(0.0) * 1000.0;
-    notes.push(format!(
+    run.note(format!(
         "Pipeline profile of one full replay ({} candles, {} symbols, {} orders): strategy {:.1} ms, risk + paper execution {:.1} ms, guards {:.1} ms; the rest is the loop itself (marks, paper book) and the timers.",
         last["candles"], last["symbols"], last["orders_placed"], stage("strategy"), stage("risk_and_execution"), stage("guards")
     ));
@@ -104,13 +105,13 @@ pub fn throughput(notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
     ])
 }
 
-pub fn dev_fast(notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
+pub fn dev_fast(run: &mut RunLog) -> anyhow::Result<Vec<Row>> {
     let dir = std::env::temp_dir().join("bench-devfast");
     std::fs::create_dir_all(&dir)?;
     let mut walls = Vec::new();
     let mut rss = Vec::new();
     let mut starts = Vec::new();
-    for _ in 0..20 {
+    for _ in 0..DEV_FAST_RUNS {
         let (_, wall, max_rss) = measure(&dir, &["--profile", "dev", "--dev-fast"])?;
         walls.push(wall.as_secs_f64() * 1000.0);
         rss.push(max_rss as f64);
@@ -121,11 +122,14 @@ pub fn dev_fast(notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
     let wall = median_f64(&mut walls);
     let p95 = walls[(walls.len() * 95 / 100).min(walls.len() - 1)];
     let rss = median_f64(&mut rss);
-    notes.push("dev-fast: 20 runs of the release binary, one offline cycle over the 10 dev symbols each, writing metrics.json and health.json.".into());
+    run.note(format!(
+        "dev-fast: {DEV_FAST_RUNS} runs of the release binary, one offline cycle over the dev profile's symbols each, \
+         writing metrics.json and health.json."
+    ));
     Ok(vec![
         Row::new(
             "perps-bot --profile dev --dev-fast wall time",
-            format!("median {wall:.1} ms, p95 {p95:.1} ms (n=20)"),
+            format!("median {wall:.1} ms, p95 {p95:.1} ms (n={DEV_FAST_RUNS})"),
         )
         .baseline(format!(
             "median {start:.1} ms: the same binary's start-up alone (perps-bot --version)"

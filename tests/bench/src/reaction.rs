@@ -4,7 +4,8 @@
 //!     whose own guards are off (the operator's scrape-based guard alone: detection, then
 //!     propagation) and for a bot with its own in-process guard.
 
-use crate::report::{Row, distribution, ms, percentile};
+use crate::operator_process::OperatorProcess;
+use crate::report::{Row, RunLog, Trials, distribution, distribution_ms, ms, percentile, percentile_f64};
 use exchange_sim::{
     FaultRequest, GeneratedKey, KeyAlgorithm, PriceShock, ProductFlagsUpdate, SimConfig, Simulator, generate_key,
 };
@@ -22,6 +23,13 @@ const SCRAPE_INTERVAL: Duration = Duration::from_secs(2);
 const BOT_INTERVAL: Duration = Duration::from_secs(1);
 const POLL: Duration = Duration::from_millis(10);
 const SHOCK_PERCENT: i64 = -8;
+/// How long a trial waits for the reaction before it counts as timed out.
+const TRIAL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Each guard trial starts this long after the bots settled, plus a jitter up to JITTER_SPAN.
+const JITTER_MIN: Duration = Duration::from_millis(500);
+const JITTER_SPAN_MS: u64 = 2000;
+/// Healthy evaluations before a trip is released (resume: Auto) between trials.
+const HEALTHY_TO_RESUME: u32 = 1;
 
 /// A bot pod's /metrics, read from its pod IP.
 struct BotProbe {
@@ -89,7 +97,7 @@ async fn wait_phase_running(ns: &TestNamespace, bot: &str) -> anyhow::Result<()>
     }
 }
 
-pub async fn run(notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
+pub async fn run(run: &mut RunLog) -> anyhow::Result<Vec<Row>> {
     let cluster = test_harness::cluster();
     cluster.install_crd();
     cluster.require_images();
@@ -108,17 +116,39 @@ pub async fn run(notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
         "defaultApiBaseUrl": format!("http://{host}:{port}/api/v3/brokerage"),
         "defaultWsUrl": format!("ws://{host}:{port}/ws"),
     }}));
+    let operator = OperatorProcess::find(&ns)?;
     let client = cluster.client().await;
     let bots: Api<TradingBot> = Api::namespaced(client, &ns.name);
+    run.fact("scrape_interval", format!("{} s", SCRAPE_INTERVAL.as_secs()));
+    run.fact("bot_cycle", format!("{} s", BOT_INTERVAL.as_secs()));
+    run.fact("kubectl_startup", kubectl_startup(&ns)?);
 
-    let mut rows = patch_reaction(&ns, notes).await?;
-    rows.extend(guard_reaction(&ns, &sim, &bots, notes).await?);
+    let mut rows = patch_reaction(&ns, run).await?;
+    rows.extend(guard_reaction(&ns, &sim, &bots, run).await?);
     sim.shutdown().await;
-    Ok(rows)
+    // The operator's guard rows are the operator's reaction: across a restart they would time
+    // a cache sync, not a reaction.
+    let restarted = operator.still_the_same(&ns).err().map(|e| e.to_string());
+    Ok(rows.into_iter().map(|r| r.invalid_if(restarted.clone())).collect())
+}
+
+/// Median wall time of `kubectl version --client` (kubectl's own start-up), over 10 runs.
+fn kubectl_startup(ns: &TestNamespace) -> anyhow::Result<String> {
+    let mut times = Vec::new();
+    for _ in 0..10 {
+        let started = Instant::now();
+        let status = std::process::Command::new(&ns.cluster().kubectl_path)
+            .args(["version", "--client"])
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        anyhow::ensure!(status.success(), "kubectl version --client failed");
+        times.push(started.elapsed());
+    }
+    Ok(format!("median {} of 10 runs", ms(percentile(&times, 50.0))))
 }
 
 /// (a) `kubectl patch` → the bot's own trading state gauge, PATCH_TRIALS times alternating.
-async fn patch_reaction(ns: &TestNamespace, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
+async fn patch_reaction(ns: &TestNamespace, run: &mut RunLog) -> anyhow::Result<Vec<Row>> {
     ns.apply(&manifest(
         "patched",
         json!({"profile": "dev", "symbols": ["BTC-USD"], "dryRun": true}),
@@ -128,61 +158,72 @@ async fn patch_reaction(ns: &TestNamespace, notes: &mut Vec<String>) -> anyhow::
     probe
         .wait_for("perps_bot_trading_mode", |m| m == 0.0, Duration::from_secs(60))
         .await?;
-    let kubectl = ns.cluster().kubectl_path.clone();
-    let kubeconfig = ns.cluster().kubeconfig.clone();
-    let mut samples = Vec::new();
+    let mut trials = Trials::default();
     for trial in 0..PATCH_TRIALS {
         let reduce_only = trial % 2 == 0;
-        let want = if reduce_only { 1.0 } else { 0.0 };
-        let patch = format!(r#"{{"spec":{{"reduceOnly":{reduce_only}}}}}"#);
-        let started = Instant::now();
-        let status = std::process::Command::new(&kubectl)
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args([
-                "-n",
-                &ns.name,
-                "patch",
-                "tradingbot",
-                "patched",
-                "--type",
-                "merge",
-                "-p",
-                &patch,
-            ])
-            .stdout(std::process::Stdio::null())
-            .status()?;
-        anyhow::ensure!(status.success(), "kubectl patch failed");
-        let deadline = started + Duration::from_secs(30);
-        loop {
-            if probe.mode().await == Some(want) {
-                samples.push(started.elapsed());
-                break;
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the bot did not follow patch {trial} within 30 s"
-            );
-            tokio::time::sleep(POLL).await;
+        match patch_trial(ns, &probe, reduce_only).await? {
+            Some(took) => trials.samples.push(took),
+            None => trials.timed_out += 1,
         }
+        // A pause between trials, so each patch meets a bot at rest.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     ns.kubectl(&["delete", "tb", "patched", "--wait=false"]);
-    notes.push(format!(
+    run.note(format!(
         "Patch reaction: {PATCH_TRIALS} kubectl patches of spec.reduceOnly, alternating true/false on a running dev bot; \
          the clock starts before kubectl is spawned (its start-up is included) and stops when the bot's own \
-         `perps_bot_trading_mode` shows the new state (polled every {} ms from the pod IP).",
-        POLL.as_millis()
+         `perps_bot_trading_mode` shows the new state (polled every {} ms from the pod IP); {} of them timed out \
+         (no reaction within {} s).",
+        POLL.as_millis(),
+        trials.timed_out,
+        TRIAL_TIMEOUT.as_secs()
     ));
-    let p99 = percentile(&samples, 99.0);
+    let p99 = percentile(&trials.samples, 99.0);
+    let timeouts = (trials.timed_out > 0).then(|| trials.timeouts_text().trim_start_matches(", ").to_string());
     Ok(vec![
-        Row::new("kubectl patch reduceOnly → bot trading state", distribution(&samples))
-            .baseline("-")
-            .target("p99 < 2 s", p99 < Duration::from_secs(2)),
+        Row::new(
+            "kubectl patch reduceOnly → bot trading state",
+            format!("{}{}", distribution(&trials.samples), trials.timeouts_text()),
+        )
+        .target("p99 < 2 s", p99 < Duration::from_secs(2))
+        .invalid_if(timeouts),
     ])
 }
 
-/// Times of one guard trial, from the shock.
+/// One patch: the time until the bot shows the new state, None when it did not within
+/// TRIAL_TIMEOUT.
+async fn patch_trial(ns: &TestNamespace, probe: &BotProbe, reduce_only: bool) -> anyhow::Result<Option<Duration>> {
+    let want = if reduce_only { 1.0 } else { 0.0 };
+    let patch = format!(r#"{{"spec":{{"reduceOnly":{reduce_only}}}}}"#);
+    let started = Instant::now();
+    let status = std::process::Command::new(&ns.cluster().kubectl_path)
+        .arg("--kubeconfig")
+        .arg(&ns.cluster().kubeconfig)
+        .args([
+            "-n",
+            &ns.name,
+            "patch",
+            "tradingbot",
+            "patched",
+            "--type",
+            "merge",
+            "-p",
+            &patch,
+        ])
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "kubectl patch failed");
+    while started.elapsed() < TRIAL_TIMEOUT {
+        if probe.mode().await == Some(want) {
+            return Ok(Some(started.elapsed()));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Ok(None)
+}
+
+/// Times of one guard trial, from the shock; each is when the read that first saw the event
+/// returned (one clock: this process's).
 #[derive(Default)]
 struct GuardTrial {
     /// The blind bot's metrics first show the loss over the level.
@@ -195,10 +236,34 @@ struct GuardTrial {
     in_process: Option<Duration>,
 }
 
+/// The times of a trial in which every event was seen.
+struct GuardTimes {
+    visible: Duration,
+    status: Duration,
+    enforced: Duration,
+    in_process: Duration,
+}
+
 impl GuardTrial {
-    fn complete(&self) -> bool {
-        self.visible.is_some() && self.status.is_some() && self.enforced.is_some() && self.in_process.is_some()
+    fn complete(&self) -> Option<GuardTimes> {
+        Some(GuardTimes {
+            visible: self.visible?,
+            status: self.status?,
+            enforced: self.enforced?,
+            in_process: self.in_process?,
+        })
     }
+}
+
+/// `later - earlier` in milliseconds, signed.
+fn interval_ms(earlier: Duration, later: Duration) -> f64 {
+    (later.as_secs_f64() - earlier.as_secs_f64()) * 1000.0
+}
+
+/// Await `read` and note when it returned.
+async fn timed<T>(started: Instant, read: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let value = read.await;
+    (value, started.elapsed())
 }
 
 fn register_key(sim: &Simulator) -> anyhow::Result<GeneratedKey> {
@@ -231,7 +296,7 @@ async fn guard_reaction(
     ns: &TestNamespace,
     sim: &Simulator,
     bots: &Api<TradingBot>,
-    notes: &mut Vec<String>,
+    run: &mut RunLog,
 ) -> anyhow::Result<Vec<Row>> {
     let mid = sim
         .mid_price("BTC-USD")
@@ -239,6 +304,59 @@ async fn guard_reaction(
     // 1 BTC held; an 8% fall is a loss of 8% of the price, the level is at 4%.
     let level = (mid * Decimal::new(4, 2)).round_dp(2);
     let level_f64: f64 = level.to_string().parse()?;
+    let (blind, guarded) = start_guard_bots(ns, sim, &level).await?;
+    let mut trials: Trials<GuardTimes> = Trials::default();
+    // A fixed pseudo-random jitter spreads the shocks over the scrape and cycle phases.
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for trial in 0..GUARD_TRIALS {
+        if let Err(error) = settle(bots, &blind, &guarded).await {
+            anyhow::bail!("guard trial {trial}: the bots did not return to Normal: {error:#}");
+        }
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        tokio::time::sleep(JITTER_MIN + Duration::from_millis((seed >> 33) % JITTER_SPAN_MS)).await;
+        let before = sim.mid_price("BTC-USD").unwrap_or(mid);
+        let times = guard_trial(sim, bots, &blind, &guarded, level_f64).await?;
+        // Back to where the price was before the shock.
+        let now_mid = sim.mid_price("BTC-USD").unwrap_or(before);
+        if now_mid > Decimal::ZERO {
+            shock(
+                sim,
+                ((before / now_mid - Decimal::ONE) * Decimal::ONE_HUNDRED).round_dp(6),
+            )?;
+        }
+        match times.complete() {
+            Some(times) => trials.samples.push(times),
+            None => trials.timed_out += 1,
+        }
+    }
+    settle(bots, &blind, &guarded).await.ok();
+    anyhow::ensure!(!trials.samples.is_empty(), "no guard trial completed");
+    run.note(format!(
+        "Guard reaction: {} of {GUARD_TRIALS} price shocks of {SHOCK_PERCENT}% on BTC-USD completed ({} timed out: not every \
+         event seen within {} s); each trial starts {}–{} s after the previous one settled back to Normal (resume: Auto, \
+         {HEALTHY_TO_RESUME} healthy evaluation), so shocks land at random phases of the {} s scrape and the {} s bot cycle. \
+         The bot under the operator's guard alone runs with PERPS_BOT_DISABLE_GUARDS; the other bot enforces the same level \
+         itself. Reads are polled every {} ms.",
+        trials.samples.len(),
+        trials.timed_out,
+        TRIAL_TIMEOUT.as_secs(),
+        JITTER_MIN.as_secs_f64(),
+        (JITTER_MIN + Duration::from_millis(JITTER_SPAN_MS)).as_secs_f64(),
+        SCRAPE_INTERVAL.as_secs(),
+        BOT_INTERVAL.as_secs(),
+        POLL.as_millis()
+    ));
+    Ok(guard_rows(&trials))
+}
+
+/// The blind bot (guards off in the bot) and the guarded one, on their own keys, Running.
+async fn start_guard_bots(
+    ns: &TestNamespace,
+    sim: &Simulator,
+    level: &Decimal,
+) -> anyhow::Result<(BotProbe, BotProbe)> {
     for (name, own_guards) in [("blind", false), ("guarded", true)] {
         let key = register_key(sim)?;
         let literal = format!("--from-literal=cdp_api_key.json={}", key.cdp_key_json());
@@ -253,7 +371,8 @@ async fn guard_reaction(
             json!({
                 "profile": "demo", "symbols": ["BTC-USD"], "dryRun": false,
                 "exchange": {"credentialsSecret": secret},
-                "guards": {"dailyLoss": {"reduceOnlyAt": level.to_string()}, "resume": "Auto", "healthyCyclesBeforeResume": 1},
+                "guards": {"dailyLoss": {"reduceOnlyAt": level.to_string()}, "resume": "Auto",
+                           "healthyCyclesBeforeResume": HEALTHY_TO_RESUME},
                 "env": env,
             }),
         ))?;
@@ -276,131 +395,105 @@ async fn guard_reaction(
     guarded
         .wait_for("perps_bot_cycles_total", |c| c >= 3.0, Duration::from_secs(90))
         .await?;
+    Ok((blind, guarded))
+}
 
-    let mut trials = Vec::new();
-    let mut failures = 0usize;
-    // A fixed pseudo-random jitter spreads the shocks over the scrape and cycle phases.
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    for trial in 0..GUARD_TRIALS {
-        if let Err(error) = settle(bots, &blind, &guarded).await {
-            anyhow::bail!("guard trial {trial}: the bots did not return to Normal: {error:#}");
+/// One shock, and when each event was first seen (None: not within TRIAL_TIMEOUT).
+async fn guard_trial(
+    sim: &Simulator,
+    bots: &Api<TradingBot>,
+    blind: &BotProbe,
+    guarded: &BotProbe,
+    level: f64,
+) -> anyhow::Result<GuardTrial> {
+    let started = Instant::now();
+    shock(sim, Decimal::from(SHOCK_PERCENT))?;
+    let mut times = GuardTrial::default();
+    while times.complete().is_none() && started.elapsed() < TRIAL_TIMEOUT {
+        let ((loss, at_loss), (blind_mode, at_blind), (own_mode, at_own), (status, at_status)) = tokio::join!(
+            timed(started, blind.read("perps_bot_daily_loss")),
+            timed(started, blind.mode()),
+            timed(started, guarded.mode()),
+            timed(started, mode_of(bots, "blind")),
+        );
+        if times.visible.is_none() && loss.is_some_and(|l| l >= level) {
+            times.visible = Some(at_loss);
         }
-        seed = seed
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        tokio::time::sleep(Duration::from_millis(500 + (seed >> 33) % 2000)).await;
-        let before = sim.mid_price("BTC-USD").unwrap_or(mid);
-        let started = Instant::now();
-        shock(sim, Decimal::from(SHOCK_PERCENT))?;
-        let mut times = GuardTrial::default();
-        let deadline = started + Duration::from_secs(30);
-        while !times.complete() && Instant::now() < deadline {
-            let (loss, blind_mode, own_mode, status) = tokio::join!(
-                blind.read("perps_bot_daily_loss"),
-                blind.mode(),
-                guarded.mode(),
-                mode_of(bots, "blind"),
-            );
-            let now = started.elapsed();
-            if times.visible.is_none() && loss.is_some_and(|l| l >= level_f64) {
-                times.visible = Some(now);
-            }
-            if times.status.is_none() && status == Some(TradingMode::ReduceOnly) {
-                times.status = Some(now);
-            }
-            if times.enforced.is_none() && blind_mode == Some(1.0) {
-                times.enforced = Some(now);
-            }
-            if times.in_process.is_none() && own_mode == Some(1.0) {
-                times.in_process = Some(now);
-            }
-            tokio::time::sleep(POLL).await;
+        if times.status.is_none() && status == Some(TradingMode::ReduceOnly) {
+            times.status = Some(at_status);
         }
-        // Back to where the price was before the shock.
-        let now_mid = sim.mid_price("BTC-USD").unwrap_or(before);
-        if now_mid > Decimal::ZERO {
-            shock(
-                sim,
-                ((before / now_mid - Decimal::ONE) * Decimal::ONE_HUNDRED).round_dp(6),
-            )?;
+        if times.enforced.is_none() && blind_mode == Some(1.0) {
+            times.enforced = Some(at_blind);
         }
-        if times.complete() {
-            trials.push(times);
-        } else {
-            failures += 1;
+        if times.in_process.is_none() && own_mode == Some(1.0) {
+            times.in_process = Some(at_own);
         }
+        tokio::time::sleep(POLL).await;
     }
-    settle(bots, &blind, &guarded).await.ok();
-    anyhow::ensure!(!trials.is_empty(), "no guard trial completed");
+    Ok(times)
+}
 
-    let column = |f: &dyn Fn(&GuardTrial) -> Duration| trials.iter().map(f).collect::<Vec<_>>();
-    let visible = column(&|t| t.visible.unwrap_or_default());
-    // The operator's part: from the crossing being readable at the bot to its status, to the bot.
-    let detection = column(&|t| {
-        t.status
-            .unwrap_or_default()
-            .saturating_sub(t.visible.unwrap_or_default())
-    });
-    let propagation = column(&|t| {
-        t.enforced
-            .unwrap_or_default()
-            .saturating_sub(t.status.unwrap_or_default())
-    });
-    let operator = column(&|t| {
-        t.enforced
-            .unwrap_or_default()
-            .saturating_sub(t.visible.unwrap_or_default())
-    });
-    let end_to_end = column(&|t| t.enforced.unwrap_or_default());
-    let in_process = column(&|t| t.in_process.unwrap_or_default());
+/// The table rows of the guard trials. Intervals between two events are signed (shown as
+/// measured); rows with a target are INVALID when any trial timed out.
+fn guard_rows(trials: &Trials<GuardTimes>) -> Vec<Row> {
+    let samples = &trials.samples;
+    let column = |f: &dyn Fn(&GuardTimes) -> Duration| samples.iter().map(f).collect::<Vec<_>>();
+    let signed = |f: &dyn Fn(&GuardTimes) -> f64| samples.iter().map(f).collect::<Vec<_>>();
+    let visible = column(&|t| t.visible);
+    let detection = signed(&|t| interval_ms(t.visible, t.status));
+    let propagation = signed(&|t| interval_ms(t.status, t.enforced));
+    let operator = signed(&|t| interval_ms(t.visible, t.enforced));
+    let end_to_end = column(&|t| t.enforced);
+    let in_process = column(&|t| t.in_process);
     let limit = SCRAPE_INTERVAL + Duration::from_secs(1);
     let cycle_limit = BOT_INTERVAL + Duration::from_millis(250);
-    notes.push(format!(
-        "Guard reaction: {} of {GUARD_TRIALS} price shocks of {SHOCK_PERCENT}% on BTC-USD completed ({failures} timed out); each trial \
-         starts 0.5–2.5 s after the previous one settled back to Normal (resume: Auto, 1 healthy evaluation), so shocks land at \
-         random phases of the {} s scrape and the {} s bot cycle. The bot under the operator's guard alone runs with \
-         PERPS_BOT_DISABLE_GUARDS; the other bot enforces the same level itself. Times are polled every {} ms.",
-        trials.len(),
-        SCRAPE_INTERVAL.as_secs(),
-        BOT_INTERVAL.as_secs(),
-        POLL.as_millis()
-    ));
-    Ok(vec![
+    let timeouts = trials.timeouts_text();
+    let invalid = (trials.timed_out > 0).then(|| timeouts.trim_start_matches(", ").to_string());
+    let scrape_ms = SCRAPE_INTERVAL.as_secs_f64() * 1000.0;
+    vec![
         Row::new(
             "price shock → loss visible in the bot's /metrics (bot cycle)",
-            distribution(&visible),
+            format!("{}{timeouts}", distribution(&visible)),
         )
         .baseline(format!("bot cycle {} s", BOT_INTERVAL.as_secs()))
         .ratio(percentile(&visible, 99.0).as_secs_f64() / BOT_INTERVAL.as_secs_f64()),
         Row::new(
             "operator guard detection: visible → status ReduceOnly",
-            distribution(&detection),
+            format!("{}{timeouts}", distribution_ms(&detection)),
         )
         .baseline(format!("scrape interval {} s", SCRAPE_INTERVAL.as_secs()))
-        .ratio(percentile(&detection, 99.0).as_secs_f64() / SCRAPE_INTERVAL.as_secs_f64()),
+        .ratio(percentile_f64(&detection, 99.0) / scrape_ms),
         Row::new(
             "operator guard propagation: status → bot ReduceOnly",
-            distribution(&propagation),
+            format!("{}{timeouts}", distribution_ms(&propagation)),
         ),
-        Row::new("operator guard: level crossed → enforced", distribution(&operator))
-            .baseline(format!("scrape interval {} s", SCRAPE_INTERVAL.as_secs()))
-            .ratio(percentile(&operator, 99.0).as_secs_f64() / SCRAPE_INTERVAL.as_secs_f64())
-            .target(
-                format!("p99 < scrape interval + 1 s = {}", ms(limit)),
-                percentile(&operator, 99.0) < limit,
-            ),
-        Row::new("operator guard: price shock → enforced", distribution(&end_to_end)),
+        Row::new(
+            "operator guard: level crossed → enforced",
+            format!("{}{timeouts}", distribution_ms(&operator)),
+        )
+        .baseline(format!("scrape interval {} s", SCRAPE_INTERVAL.as_secs()))
+        .ratio(percentile_f64(&operator, 99.0) / scrape_ms)
+        .target(
+            format!("p99 < scrape interval + 1 s = {}", ms(limit)),
+            percentile_f64(&operator, 99.0) < limit.as_secs_f64() * 1000.0,
+        )
+        .invalid_if(invalid.clone()),
+        Row::new(
+            "operator guard: price shock → enforced",
+            format!("{}{timeouts}", distribution(&end_to_end)),
+        ),
         Row::new(
             "bot's in-process guard: price shock → ReduceOnly",
-            distribution(&in_process),
+            format!("{}{timeouts}", distribution(&in_process)),
         )
         .baseline(format!("bot cycle {} s", BOT_INTERVAL.as_secs()))
         .ratio(percentile(&in_process, 99.0).as_secs_f64() / BOT_INTERVAL.as_secs_f64())
         .target(
             format!("within one cycle (p99 < {})", ms(cycle_limit)),
             percentile(&in_process, 99.0) < cycle_limit,
-        ),
-    ])
+        )
+        .invalid_if(invalid),
+    ]
 }
 
 /// Wait until both bots and both TradingBots are back in Normal.
