@@ -29,11 +29,6 @@ check_suites() {
   done
 }
 
-# ignored_tests LOG: the cargo test summary lines that report ignored tests.
-ignored_tests() {
-  grep -E '^test result: .* [1-9][0-9]* ignored' "$1" || true
-}
-
 check_suites
 claim_cluster_for_this_run
 

@@ -309,3 +309,8 @@ claim_cluster_for_this_run() {
   cluster_claim "$TB_RUN_ID" $$
   trap 'cluster_release "$TB_RUN_ID"; stop_cluster_if_ours "$TB_RUN_ID"' EXIT
 }
+
+# ignored_tests LOG: the `cargo test` summary lines of LOG that report ignored (skipped) tests.
+ignored_tests() {
+  grep -E '^test result: .* [1-9][0-9]* ignored' "$1" || true
+}
