@@ -55,6 +55,17 @@ pub struct KeyInfo {
     pub portfolio_type: String,
 }
 
+/// Body of `POST /admin/orders`: a market order placed for a key without its client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminOrder {
+    pub key_name: String,
+    pub client_order_id: String,
+    pub product_id: String,
+    /// `BUY` or `SELL`.
+    pub side: String,
+    pub base_size: Decimal,
+}
+
 /// Body of `POST /admin/balances`: totals to set per currency for one key's portfolio.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetBalances {
@@ -220,6 +231,42 @@ impl SimState {
         tracing::info!("simulator reset");
     }
 
+    /// Places a market order for a key as if its client had sent it (no JWT): tests use it to
+    /// give a bot identity history (an earlier fill under its client order id prefix). The
+    /// order log records it with `source` `admin`. Returns the order id.
+    pub fn place_market_order(&self, request: &AdminOrder) -> Result<String, AdminError> {
+        let portfolio = self
+            .keys()
+            .get(&request.key_name)
+            .map(|k| k.portfolio_uuid.clone())
+            .ok_or_else(|| AdminError::NotFound(format!("unknown key {}", request.key_name)))?;
+        let side = crate::side::Side::parse(&request.side)
+            .ok_or_else(|| AdminError::Invalid("side must be BUY or SELL".into()))?;
+        let intent = crate::orders::OrderIntent {
+            client_order_id: request.client_order_id.clone(),
+            product_id: request.product_id.clone(),
+            side,
+            config: crate::orders::OrderConfig::MarketIoc(crate::orders::MarketSize::Base(request.base_size)),
+            leverage: None,
+            margin_type: None,
+        };
+        let now = clock::now();
+        let mut exchange = lock(&self.exchange);
+        let caller = crate::engine::Caller {
+            key_name: &request.key_name,
+            portfolio_uuid: &portfolio,
+        };
+        let outcome = exchange.place_order(caller, &intent, now);
+        let entry = crate::rest::orders::admin_log_entry(&request.key_name, &intent, &outcome, now);
+        lock(&self.order_log).record(entry);
+        match outcome {
+            crate::engine::PlaceOutcome::Accepted { order_id, .. } => Ok(order_id),
+            crate::engine::PlaceOutcome::Rejected(r) => {
+                Err(AdminError::Invalid(format!("{}: {}", r.reason.error(), r.message)))
+            }
+        }
+    }
+
     /// Advances the market `steps` ticks immediately.
     pub fn tick(&self, steps: u32) {
         let mut exchange = lock(&self.exchange);
@@ -236,7 +283,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/admin/balances", post(set_balances))
         .route("/admin/products/{product_id}", post(set_product))
         .route("/admin/faults", post(set_faults).get(get_faults))
-        .route("/admin/orders", get(order_log))
+        .route("/admin/orders", get(order_log).post(place_order))
         .route("/admin/stats", get(stats))
         .route("/admin/reset", post(reset))
         .route("/admin/tick", post(tick))
@@ -292,6 +339,14 @@ async fn get_faults(State(state): State<AppState>) -> Json<FaultState> {
 
 async fn order_log(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "orders": state.order_log() }))
+}
+
+async fn place_order(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<AdminOrder>,
+) -> Result<Json<Value>, ApiError> {
+    let order_id = state.place_market_order(&request)?;
+    Ok(Json(json!({ "order_id": order_id })))
 }
 
 async fn stats(State(state): State<AppState>) -> Json<StatsSnapshot> {

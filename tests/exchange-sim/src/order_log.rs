@@ -28,7 +28,8 @@ pub struct OrderLogEntry {
     pub replay: bool,
     /// `error_response.error` of a rejected request.
     pub failure_reason: Option<String>,
-    /// `create_order`, `close_position` or `edit_order` (an edit of an existing order).
+    /// `create_order`, `close_position`, `edit_order` (an edit of an existing order) or `admin`
+    /// (placed through the admin API for a key).
     pub source: String,
 }
 

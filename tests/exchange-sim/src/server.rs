@@ -190,6 +190,12 @@ impl Simulator {
         self.state.reset();
     }
 
+    /// Places a market order for a key without its client (e.g. an earlier fill under a bot's
+    /// client order id prefix); returns the order id.
+    pub fn place_market_order(&self, request: &crate::admin::AdminOrder) -> Result<String, AdminError> {
+        self.state.place_market_order(request)
+    }
+
     /// Advances the market `steps` ticks now (useful with `tick: Duration::ZERO`).
     pub fn tick(&self, steps: u32) {
         self.state.tick(steps);

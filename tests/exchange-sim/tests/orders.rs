@@ -808,3 +808,33 @@ async fn resting_limit_orders_can_be_previewed_and_edited_in_place() {
             .any(|e| e.source == "edit_order" && e.failure_reason.is_none())
     );
 }
+
+#[tokio::test]
+async fn the_admin_api_places_a_market_order_for_a_key_into_its_history() {
+    let t = TestSim::start().await;
+    let (status, body) = t
+        .admin_post(
+            "/admin/orders",
+            &json!({"key_name": t.key.name, "client_order_id": "pb.local.seed-1", "product_id": "BTC-USD", "side": "BUY", "base_size": "0.01"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let order = t.order_by_id(body["order_id"].as_str().unwrap()).await;
+    assert_eq!(
+        (order["status"].as_str(), order["client_order_id"].as_str()),
+        (Some("FILLED"), Some("pb.local.seed-1"))
+    );
+    assert_eq!(t.available("BTC").await, Decimal::new(1, 2));
+    let (_, history) = t
+        .get("/api/v3/brokerage/orders/historical/batch?product_ids=BTC-USD")
+        .await;
+    assert_eq!(history["orders"].as_array().unwrap().len(), 1);
+    assert_eq!(t.sim.order_log()[0].source, "admin");
+    let (status, _) = t
+        .admin_post(
+            "/admin/orders",
+            &json!({"key_name": "nobody", "client_order_id": "x", "product_id": "BTC-USD", "side": "BUY", "base_size": "0.01"}),
+        )
+        .await;
+    assert_eq!(status, 404);
+}

@@ -75,7 +75,7 @@ fn outcome_json(exchange: &Exchange, key: &Authed, outcome: &PlaceOutcome, inten
 }
 
 fn log_entry(
-    key: &Authed,
+    key_name: &str,
     client_instance: Option<String>,
     intent: &OrderIntent,
     outcome: &PlaceOutcome,
@@ -98,7 +98,7 @@ fn log_entry(
     OrderLogEntry {
         seq: 0,
         received_at: rfc3339_millis(received_at),
-        key_name: key.name.clone(),
+        key_name: key_name.to_string(),
         client_instance,
         client_order_id: intent.client_order_id.clone(),
         order_id,
@@ -113,6 +113,16 @@ fn log_entry(
         failure_reason: failure,
         source: source.to_string(),
     }
+}
+
+/// The order log entry of an order the admin API placed for a key.
+pub fn admin_log_entry(
+    key_name: &str,
+    intent: &OrderIntent,
+    outcome: &PlaceOutcome,
+    received_at: DateTime<Utc>,
+) -> OrderLogEntry {
+    log_entry(key_name, None, intent, outcome, received_at, "admin")
 }
 
 fn client_instance(headers: &HeaderMap) -> Option<String> {
@@ -154,7 +164,14 @@ pub async fn create_order(
     let response = {
         let mut exchange = lock(&state.exchange);
         let outcome = exchange.place_order(caller(&key), &intent, now);
-        let entry = log_entry(&key, client_instance(&headers), &intent, &outcome, now, "create_order");
+        let entry = log_entry(
+            &key.name,
+            client_instance(&headers),
+            &intent,
+            &outcome,
+            now,
+            "create_order",
+        );
         lock(&state.order_log).record(entry);
         tracing::info!(
             key = %key.name,
@@ -295,7 +312,7 @@ pub async fn close_position(
             margin_type: None,
         });
         let entry = log_entry(
-            &key,
+            &key.name,
             client_instance(&headers),
             &intent,
             &outcome,
