@@ -18,6 +18,9 @@
 # when the cluster does not hold that key yet ($TB_CLUSTER_DIR/images/, gone with the cluster)
 # or containerd lost the image. Concurrent runs take turns (a lock in target/images/).
 # The loaded names are listed in target/images/images.txt.
+#
+# For tests of this script: IMAGES_BIN_DIR (binaries to package), IMAGES_OUT (where tars go) and
+# IMAGES_TAG_SUFFIX (appended to every tag, so test images never replace the real ones).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -35,7 +38,9 @@ case $PROFILE in
   dev) BIN_DIR=target/debug ;;
   *) BIN_DIR=target/$PROFILE ;;
 esac
-OUT=target/images
+BIN_DIR=${IMAGES_BIN_DIR:-$BIN_DIR}
+OUT=${IMAGES_OUT:-target/images}
+SUFFIX=${IMAGES_TAG_SUFFIX:-}
 LOADED=$TB_CLUSTER_DIR/images
 mkdir -p "$OUT"
 
@@ -83,8 +88,10 @@ load() {
   local tag=$1 tar=$2 key=$3 name ref
   name=${tag//[:\/]/_}
   ref=docker.io/library/$tag
-  if [[ $(cat "$LOADED/$name.key" 2>/dev/null) == "$key" ]] &&
-    tb_ctr images ls -q 2>/dev/null | grep -qxF "$ref"; then
+  # The list first: `ctr ... | grep -q` fails under pipefail when grep stops reading early.
+  local present
+  present=$(tb_ctr images ls -q 2>/dev/null || true)
+  if [[ $(cat "$LOADED/$name.key" 2>/dev/null) == "$key" ]] && grep -qxF "$ref" <<<"$present"; then
     echo "build-images: $ref already loaded" >&2
   else
     tests/cluster/load-image.sh "$tar" >/dev/null
@@ -104,7 +111,7 @@ exchange-sim:dev exchange-sim ["/usr/local/bin/exchange-sim"]'
 
 images=()
 while read -r tag binary entrypoint; do
-  image=$(package "$tag" "$binary" "$entrypoint") || exit 1
+  image=$(package "$tag$SUFFIX" "$binary" "$entrypoint") || exit 1
   images+=("$image")
 done <<<"$SPECS"
 [[ -S $TB_CONTAINERD_SOCK ]] || die "the test cluster is not running (tests/cluster/cluster-up.sh)"
