@@ -33,16 +33,34 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            let code = if error.downcast_ref::<ConfigError>().is_some() {
-                2
+            let (code, line) = if error.downcast_ref::<ConfigError>().is_some() {
+                (2, format!("{error:#}"))
             } else if is_credentials_error(&error) {
-                3
+                (3, credentials_line(&error))
             } else {
-                1
+                (1, format!("{error:#}"))
             };
-            eprintln!("perps-bot: {error:#}");
+            eprintln!("perps-bot: {line}");
+            write_termination_message(&line);
             ExitCode::from(code)
         }
+    }
+}
+
+/// A credentials failure, naming the Secret they come from when the operator said which
+/// (COINBASE_CREDENTIALS_SECRET holds its name, never its content).
+fn credentials_line(error: &anyhow::Error) -> String {
+    match std::env::var(tradingbot_crds::names::env::CREDENTIALS_SECRET) {
+        Ok(secret) if !secret.is_empty() => format!("credentials from Secret {secret:?}: {error:#}"),
+        _ => format!("{error:#}"),
+    }
+}
+
+/// Leave the reason for the pod's status (`kubectl describe pod`, and the operator reads it):
+/// PERPS_BOT_TERMINATION_LOG names the file (the container's terminationMessagePath).
+fn write_termination_message(line: &str) {
+    if let Some(path) = std::env::var_os(tradingbot_crds::names::env::TERMINATION_LOG) {
+        let _ = std::fs::write(path, format!("{line}\n"));
     }
 }
 

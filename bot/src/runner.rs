@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
-use tradingbot_crds::lease::{LeaseConfig, LeaseHolder, LeaseState};
+use tradingbot_crds::lease::{Claim, HolderHandle, LeaseConfig, LeaseHolder};
 use tradingbot_crds::names::InstanceNames;
 use tradingbot_crds::{Instance, TradingMode};
 
@@ -107,12 +107,15 @@ fn identity(args: &RunArgs) -> anyhow::Result<Option<Identity>> {
         .pod_name
         .clone()
         .unwrap_or_else(|| format!("pid{}", std::process::id()));
+    // Unique per process: the pod (name and uid, as the Lease's readers see them) and a random
+    // run id (a restarted container is a new holder).
+    let pod_uid = std::env::var(tradingbot_crds::names::env::POD_UID).unwrap_or_else(|_| "no-uid".into());
     let suffix: u32 = rand::random();
     Ok(Some(Identity {
         bot,
         namespace,
         instance: args.instance,
-        holder: format!("{pod}-{suffix:08x}"),
+        holder: format!("{pod}_{pod_uid}_{suffix:08x}"),
     }))
 }
 
@@ -144,7 +147,9 @@ struct Services {
     mode: ModeHandle,
     app: Arc<AppState>,
     acks: Option<mpsc::Receiver<crate::control::AckRequest>>,
-    lease: Option<watch::Receiver<LeaseState>>,
+    /// The identity Lease (always held when not managed by the operator).
+    claim: Claim,
+    lease: Option<HolderHandle>,
     spec_guards: Option<watch::Receiver<Option<tradingbot_crds::spec::Guards>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -208,19 +213,19 @@ impl Services {
         }
 
         let mut lease = None;
+        let mut claim = Claim::unconditional();
         let mut spec_guards = None;
         if let Some(identity) = &identity {
             let client = kube::Client::try_default()
                 .await
                 .context("cannot reach the Kubernetes API (needed with --tradingbot)")?;
             let names = InstanceNames::new(&identity.bot, identity.instance);
-            let (holder, rx) = LeaseHolder::new(
-                client.clone(),
-                LeaseConfig::new(names.lease, &identity.namespace, &identity.holder),
-            );
-            tasks.push(tokio::spawn(holder.run(stop.clone())));
-            tokio::spawn(track_lease(rx.clone(), app.clone()));
-            lease = Some(rx);
+            let mut config = LeaseConfig::new(names.lease, &identity.namespace, &identity.holder);
+            config.wall_clock_offset = test_clock_offset()?;
+            let (held, handle) = LeaseHolder::spawn(client.clone(), config);
+            tokio::spawn(track_lease(held.clone(), app.clone()));
+            claim = held;
+            lease = Some(handle);
             let (guards_tx, guards_rx) = watch::channel(None);
             spec_guards = Some(guards_rx);
             tokio::spawn(control::kube::watch_tradingbot(
@@ -249,17 +254,22 @@ impl Services {
             mode,
             app,
             acks: Some(acks_rx),
+            claim,
             lease,
             spec_guards,
             tasks,
         })
     }
 
-    /// Stop the services; the Lease is released so a successor need not wait.
+    /// Stop the services; the Lease is released (only now, once the engine has stopped and
+    /// cancelled its orders) so a successor need not wait.
     async fn finish(self) {
         let _ = self.stop_tx.send(true);
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        if let Some(lease) = self.lease {
+            lease.release().await;
         }
         tracing::info!("perps-bot stopped");
     }
@@ -278,7 +288,7 @@ async fn trade<B: Broker>(
         services.mode.clone(),
         services.app.clone(),
     );
-    let lease_rx = services.lease.clone();
+    let claim = services.claim.clone();
     // Client order ids start with the instance's identity: the bot only ever cancels its own.
     let client_id_prefix = identity.as_ref().map_or_else(
         || tradingbot_crds::names::LOCAL_CLIENT_ORDER_PREFIX.to_string(),
@@ -287,12 +297,15 @@ async fn trade<B: Broker>(
     let executor = Arc::new(Executor::new(
         broker.clone(),
         mode.clone(),
-        lease_rx.clone(),
+        claim.clone(),
         config.dry_run,
         config.execution.enable_preview,
         client_id_prefix.clone(),
     ));
     tokio::spawn(enforce_mode_changes(executor.clone(), app.clone()));
+    if claim.is_fenced() {
+        tokio::spawn(cancel_on_lease_loss(executor.clone(), claim));
+    }
 
     let metrics_file = args
         .metrics_file
@@ -386,13 +399,34 @@ async fn enforce_mode_changes<B: Broker>(executor: Arc<Executor<B>>, app: Arc<Ap
     }
 }
 
-async fn track_lease(mut rx: watch::Receiver<LeaseState>, app: Arc<AppState>) {
+/// Whenever the identity Lease is lost (taken, expired, or refused for our credentials), cancel
+/// the orders this process placed at once: no new ones go out without the Lease anyway.
+async fn cancel_on_lease_loss<B: Broker>(executor: Arc<Executor<B>>, mut claim: Claim) {
+    loop {
+        if !claim.acquired().await {
+            return;
+        }
+        claim.lost().await;
+        tracing::warn!(event = "lease_lost", holder = ?claim.holder(), "identity Lease lost: no orders; cancelling the orders this process placed");
+        match executor.cancel_orders_placed_here().await {
+            Ok(n) => tracing::info!(
+                event = "orders_cancelled",
+                count = n,
+                "orders of this process cancelled after losing the Lease"
+            ),
+            Err(error) => tracing::error!(%error, "cancelling this process's orders after losing the Lease failed"),
+        }
+    }
+}
+
+async fn track_lease(mut claim: Claim, app: Arc<AppState>) {
     let mut held = false;
     loop {
-        let now_held = rx.borrow_and_update().is_held();
+        let now_held = claim.is_held();
         if now_held != held {
             tracing::info!(
-                event = if now_held { "lease_acquired" } else { "lease_lost" },
+                event = if now_held { "lease_acquired" } else { "lease_not_held" },
+                holder = ?claim.holder(),
                 "identity Lease {}",
                 if now_held { "acquired" } else { "not held: no orders" }
             );
@@ -400,12 +434,25 @@ async fn track_lease(mut rx: watch::Receiver<LeaseState>, app: Arc<AppState>) {
         }
         app.metrics.lease_held.set(i64::from(now_held));
         app.update_vitals(|v| v.lease_held = now_held);
-        // Expiry happens without a message: look again at least every second.
-        if tokio::time::timeout(Duration::from_secs(1), rx.changed())
-            .await
-            .is_ok_and(|r| r.is_err())
-        {
+        if now_held {
+            claim.lost().await;
+        } else if !claim.acquired().await {
             return;
         }
+    }
+}
+
+/// `PERPS_BOT_TEST_CLOCK_OFFSET_SECONDS`: shift the wall clock this process writes into its
+/// Lease, to test that no decision depends on it (clock skew between nodes). Test-only.
+fn test_clock_offset() -> anyhow::Result<k8s_openapi::jiff::SignedDuration> {
+    match std::env::var("PERPS_BOT_TEST_CLOCK_OFFSET_SECONDS") {
+        Err(_) => Ok(k8s_openapi::jiff::SignedDuration::ZERO),
+        Ok(text) => text
+            .trim()
+            .parse::<i64>()
+            .map(k8s_openapi::jiff::SignedDuration::from_secs)
+            .map_err(|_| {
+                anyhow::anyhow!("PERPS_BOT_TEST_CLOCK_OFFSET_SECONDS={text:?}: must be a whole number of seconds")
+            }),
     }
 }

@@ -61,6 +61,37 @@ impl std::str::FromStr for TradingMode {
     }
 }
 
+/// Where a restriction of a TradingBot's effective mode comes from (`status.modeSources`): what
+/// has to change for the bot to trade normally again.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+pub enum ModeSource {
+    /// `spec.halted: true`.
+    SpecHalted,
+    /// `spec.reduceOnly: true`.
+    SpecReduceOnly,
+    /// A latched guard trip (`status.trips`): acknowledge it, or wait for automatic resume.
+    GuardTrip,
+    /// The TradingBot is being deleted.
+    Deleting,
+}
+
+impl ModeSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModeSource::SpecHalted => "SpecHalted",
+            ModeSource::SpecReduceOnly => "SpecReduceOnly",
+            ModeSource::GuardTrip => "GuardTrip",
+            ModeSource::Deleting => "Deleting",
+        }
+    }
+}
+
+impl std::fmt::Display for ModeSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One input to the effective mode, with where it came from (for `modeReason` and logs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModeInput {
@@ -91,6 +122,19 @@ pub fn most_restrictive<'a>(inputs: impl IntoIterator<Item = &'a ModeInput>) -> 
         .map(|i| i.source.as_str())
         .collect();
     (mode, sources.join("; "))
+}
+
+/// The most restrictive of `(mode, source, reason)` inputs: the mode, every source imposing it
+/// and their reasons joined (the typed counterpart of [`most_restrictive`]).
+pub fn most_restrictive_of(inputs: &[(TradingMode, ModeSource, String)]) -> (TradingMode, Vec<ModeSource>, String) {
+    let mode = inputs.iter().map(|i| i.0).max().unwrap_or_default();
+    if mode == TradingMode::Normal {
+        return (mode, Vec::new(), "no restriction in force".to_string());
+    }
+    let winners: Vec<&(TradingMode, ModeSource, String)> = inputs.iter().filter(|i| i.0 == mode).collect();
+    let sources = winners.iter().map(|i| i.1).collect();
+    let reason = winners.iter().map(|i| i.2.as_str()).collect::<Vec<_>>().join("; ");
+    (mode, sources, reason)
 }
 
 #[cfg(test)]

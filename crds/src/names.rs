@@ -18,10 +18,17 @@ pub const APP_NAME: &str = "perps-bot";
 
 /// `kubectl annotate tb X trading.gpttrader.io/ack-trip=<trip id>` acknowledges a trip.
 pub const ANNOTATION_ACK_TRIP: &str = "trading.gpttrader.io/ack-trip";
+/// `kubectl annotate tb X trading.gpttrader.io/flatten=<request id>` makes the bot close its
+/// own positions with reduce-only orders once per request id (the bot watches its TradingBot).
+pub const ANNOTATION_FLATTEN: &str = "trading.gpttrader.io/flatten";
 /// Hash of everything in a bot pod that needs a restart to change.
 pub const ANNOTATION_POD_TEMPLATE_HASH: &str = "trading.gpttrader.io/pod-template-hash";
 /// The version (image) a bot pod runs.
 pub const ANNOTATION_VERSION: &str = "trading.gpttrader.io/version";
+/// Hash of what the TradingBot (not the operator's settings or code) puts into a bot pod: a pod
+/// whose template changed while this did not is restarted for the operator's sake, which is
+/// rolled across the fleet at a bounded rate.
+pub const ANNOTATION_SPEC_HASH: &str = "trading.gpttrader.io/spec-hash";
 /// Hash of what the operator last applied to a child: unchanged hash, nothing to write.
 pub const ANNOTATION_DESIRED_HASH: &str = "trading.gpttrader.io/desired-hash";
 
@@ -54,8 +61,12 @@ pub mod env {
     pub const STATE_FILE: &str = "PERPS_BOT_STATE_FILE";
     /// The version the bot reports in `perps_bot_build_info` (the image it runs).
     pub const VERSION: &str = "PERPS_BOT_VERSION";
+    /// The name (never the content) of the Secret mounted at CREDENTIALS_DIR, for messages.
+    pub const CREDENTIALS_SECRET: &str = "COINBASE_CREDENTIALS_SECRET";
+    /// Where the bot writes the one-line reason it exits with (the pod's termination message).
+    pub const TERMINATION_LOG: &str = "PERPS_BOT_TERMINATION_LOG";
     /// Variables a user may not set through `spec.env`: the operator owns them.
-    pub const RESERVED: [&str; 14] = [
+    pub const RESERVED: [&str; 16] = [
         BOT_NAME,
         BOT_NAMESPACE,
         BOT_INSTANCE,
@@ -70,10 +81,18 @@ pub mod env {
         METRICS_FILE,
         STATE_FILE,
         VERSION,
+        CREDENTIALS_SECRET,
+        TERMINATION_LOG,
     ];
 }
 
 /// Child object names of one instance of a bot.
+///
+/// Prod children are `<bot>`, `<bot>-config`, `<bot>-metrics`, `<bot>-trading`; canary children
+/// are `<bot>--canary`, `<bot>--canary-config`, ... A bot name never contains `--`
+/// ([`check_bot_name`], enforced by the CRD), so the part before the first `--` is always the
+/// bot: no two TradingBots of a namespace can derive the same child name (bot `x`'s canary is
+/// never bot `x-canary`'s prod instance).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceNames {
     pub pod: String,
@@ -82,12 +101,25 @@ pub struct InstanceNames {
     pub lease: String,
 }
 
+/// What separates a bot's name from its canary instance's suffix; never part of a bot name.
+pub const INSTANCE_SEPARATOR: &str = "--";
+
 impl InstanceNames {
     pub fn new(bot: &str, instance: Instance) -> Self {
         let base = match instance {
             Instance::Prod => bot.to_string(),
-            Instance::Canary => format!("{bot}-canary"),
+            Instance::Canary => format!("{bot}{INSTANCE_SEPARATOR}canary"),
         };
+        Self::from_base(base)
+    }
+
+    /// The canary names operators before 0.2 used (`<bot>-canary...`): children of this bot
+    /// under these names are left-overs to remove (only when this bot owns them).
+    pub fn legacy_canary(bot: &str) -> Self {
+        Self::from_base(format!("{bot}-canary"))
+    }
+
+    fn from_base(base: String) -> Self {
         Self {
             config_map: format!("{base}-config"),
             service: format!("{base}-metrics"),
@@ -117,6 +149,20 @@ pub fn client_order_prefix(namespace: &str, bot: &str, instance: Instance) -> St
 /// The prefix of a bot run by hand (not by the operator).
 pub const LOCAL_CLIENT_ORDER_PREFIX: &str = "pb.local.";
 
+/// The rule every TradingBot name follows, as a regular expression (also in the CRD, so the API
+/// server refuses other names): DNS-label characters, starting with a letter, ending with a
+/// letter or digit, and no `--` (reserved for instance suffixes such as `<bot>--canary`).
+pub const BOT_NAME_PATTERN: &str = "^[a-z]([a-z0-9]|-[a-z0-9])*$";
+
+/// The rule in words, for error messages and docs.
+pub fn bot_name_rule() -> String {
+    format!(
+        "at most {MAX_BOT_NAME_LEN} characters of a-z, 0-9 and '-', starting with a letter, ending with a \
+         letter or digit, and without '--' (child object names derive from it: <name>-config, \
+         <name>--canary, ...)"
+    )
+}
+
 /// Is `name` usable as a TradingBot name (all children names derive from it)?
 pub fn check_bot_name(name: &str) -> Result<(), String> {
     let valid_chars = name
@@ -127,11 +173,9 @@ pub fn check_bot_name(name: &str) -> Result<(), String> {
         .bytes()
         .last()
         .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    if name.len() > MAX_BOT_NAME_LEN || !valid_chars || !starts_ok || !ends_ok {
-        return Err(format!(
-            "metadata.name {name:?} must be at most {MAX_BOT_NAME_LEN} characters of a-z, 0-9 and '-', \
-             start with a letter and end with a letter or digit (child object names derive from it)"
-        ));
+    let no_separator = !name.contains(INSTANCE_SEPARATOR);
+    if name.len() > MAX_BOT_NAME_LEN || !valid_chars || !starts_ok || !ends_ok || !no_separator {
+        return Err(format!("metadata.name {name:?} must be {}", bot_name_rule()));
     }
     Ok(())
 }
@@ -145,9 +189,78 @@ mod tests {
         let prod = InstanceNames::new("btc", Instance::Prod);
         let canary = InstanceNames::new("btc", Instance::Canary);
         assert_eq!(prod.pod, "btc");
-        assert_eq!(canary.pod, "btc-canary");
+        assert_eq!(canary.pod, "btc--canary");
         assert_ne!(prod.lease, canary.lease);
         assert_ne!(prod.config_map, canary.config_map);
+    }
+
+    /// Every child name of every instance of one bot, with its kind.
+    fn children(bot: &str) -> Vec<(&'static str, String)> {
+        let mut all = vec![
+            ("ServiceAccount", bot_service_account(bot)),
+            ("Role", bot_service_account(bot)),
+            ("RoleBinding", bot_service_account(bot)),
+        ];
+        for instance in [Instance::Prod, Instance::Canary] {
+            let n = InstanceNames::new(bot, instance);
+            all.extend([
+                ("Pod", n.pod),
+                ("ConfigMap", n.config_map),
+                ("Service", n.service),
+                ("Lease", n.lease),
+            ]);
+        }
+        all
+    }
+
+    #[test]
+    fn no_two_valid_bot_names_share_a_child_name() {
+        // Names built to collide under the old `<bot>-canary` scheme, and other near misses.
+        let bots = [
+            "nc",
+            "nc-canary",
+            "x",
+            "x-canary",
+            "x-canary-canary",
+            "x-config",
+            "x-metrics",
+            "x-trading",
+            "x-perps-bot",
+            "x-perps",
+            "btc-canary",
+            "btc",
+            "a-canary-config",
+            "a",
+        ];
+        let mut seen = std::collections::HashMap::new();
+        for bot in bots {
+            assert!(check_bot_name(bot).is_ok(), "{bot}");
+            for (kind, name) in children(bot) {
+                if let Some(other) = seen.insert((kind, name.clone()), bot) {
+                    // ServiceAccount, Role and RoleBinding share one name within a bot.
+                    assert_eq!(other, bot, "{kind} {name} is derived by both {other} and {bot}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_name_check_and_the_crd_pattern_agree() {
+        let pattern = regex::Regex::new(BOT_NAME_PATTERN).unwrap();
+        for name in [
+            "a",
+            "btc-canary",
+            "a1-b2",
+            "x--y",
+            "x-",
+            "-x",
+            "X",
+            "a_b",
+            "a--",
+            "a--canary",
+        ] {
+            assert_eq!(check_bot_name(name).is_ok(), pattern.is_match(name), "{name}");
+        }
     }
 
     #[test]
@@ -166,7 +279,7 @@ mod tests {
     #[test]
     fn bot_names_must_fit_every_child_name() {
         assert!(check_bot_name("btc-prod-1").is_ok());
-        for bad in ["", "Btc", "1btc", "btc-", "btc_prod", &"a".repeat(41)] {
+        for bad in ["", "Btc", "1btc", "btc-", "btc_prod", "btc--x", &"a".repeat(41)] {
             assert!(check_bot_name(bad).unwrap_err().contains("metadata.name"), "{bad}");
         }
         let longest = "a".repeat(MAX_BOT_NAME_LEN);

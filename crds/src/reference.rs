@@ -4,10 +4,8 @@
 //! conditions and annotations) are fixed text in this module, so the whole file is generated
 //! and a test can insist that the committed copy is current (`make crds` rewrites it).
 
-use crate::TradingBot;
 use crate::names::{self, env};
 use crate::spec::{Profile, SYMBOL_PATTERN};
-use kube::CustomResourceExt;
 use serde_json::Value;
 
 /// Path of the committed reference, relative to the workspace root.
@@ -30,7 +28,7 @@ const KUBERNETES_TYPES: &[(&str, &str, &str)] = &[
 
 /// The reference as Markdown, exactly as committed in `docs/CRD_REFERENCE.md`.
 pub fn markdown() -> String {
-    let crd = serde_json::to_value(TradingBot::crd()).expect("a CRD always serialises");
+    let crd = serde_json::to_value(crate::crd()).expect("a CRD always serialises");
     let version = &crd["spec"]["versions"][0];
     let schema = &version["schema"]["openAPIV3Schema"];
     let mut out = Doc::default();
@@ -249,9 +247,9 @@ fn cross_field_rules_section(out: &mut Doc) {
     out.line("| Field | Rule |");
     out.line("|---|---|");
     out.line(format!(
-        "| `metadata.name` | At most {} characters of `a-z`, `0-9` and `-`, starting with a letter and ending \
-         with a letter or digit (every child object name derives from it, e.g. `<name>-canary-metrics`). |",
-        names::MAX_BOT_NAME_LEN
+        "| `metadata.name` | {} The API server refuses other names (pattern `{}`). |",
+        names::bot_name_rule(),
+        names::BOT_NAME_PATTERN
     ));
     out.line(format!(
         "| `spec.exchange.derivatives` | Must not be `true` with a spot-only profile ({}). |",
@@ -689,7 +687,7 @@ mod tests {
     #[test]
     fn every_top_level_spec_and_status_field_has_a_row() {
         let text = markdown();
-        let crd = serde_json::to_value(TradingBot::crd()).unwrap();
+        let crd = serde_json::to_value(crate::crd()).unwrap();
         let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
         for root in ["spec", "status"] {
             for field in schema["properties"][root]["properties"].as_object().unwrap().keys() {

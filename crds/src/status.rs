@@ -25,6 +25,10 @@ pub struct TradingBotStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode_reason: Option<String>,
 
+    /// What imposes `mode` when it is not Normal (every source of the winning restriction).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mode_sources: Vec<crate::mode::ModeSource>,
+
     /// Effective trading mode of the canary instance while a rollout runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_mode: Option<TradingMode>,

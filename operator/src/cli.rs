@@ -70,6 +70,17 @@ pub struct Args {
     /// How long a deleted TradingBot's bot gets to report Halted before its pod is removed anyway.
     #[arg(long, env = "HALT_TIMEOUT_SECONDS", default_value_t = 60)]
     pub halt_timeout_seconds: u64,
+
+    /// Bot pods that may be restarting at once for the operator's own sake (an operator upgrade
+    /// or a changed operator setting): each waits until fewer than this many bot pods are
+    /// stopping or not yet Ready. Restarts a TradingBot change asks for are never held back.
+    #[arg(long, env = "MAX_CONCURRENT_RESTARTS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_concurrent_restarts: u16,
+
+    /// A restarted bot pod that is not Ready after this long stops holding up the fleet's other
+    /// operator-side restarts (it is reported on its TradingBot).
+    #[arg(long, env = "RESTART_READY_TIMEOUT_SECONDS", default_value_t = 600)]
+    pub restart_ready_timeout_seconds: u64,
 }
 
 /// Settings the reconciler reads (the parts of [`Args`] it needs).
@@ -80,6 +91,8 @@ pub struct Settings {
     pub default_api_base_url: Option<String>,
     pub default_ws_url: Option<String>,
     pub halt_timeout: std::time::Duration,
+    pub max_concurrent_restarts: usize,
+    pub restart_ready_timeout: std::time::Duration,
 }
 
 impl From<&Args> for Settings {
@@ -90,6 +103,8 @@ impl From<&Args> for Settings {
             default_api_base_url: args.default_api_base_url.clone(),
             default_ws_url: args.default_ws_url.clone(),
             halt_timeout: std::time::Duration::from_secs(args.halt_timeout_seconds),
+            max_concurrent_restarts: usize::from(args.max_concurrent_restarts),
+            restart_ready_timeout: std::time::Duration::from_secs(args.restart_ready_timeout_seconds),
         }
     }
 }
@@ -102,6 +117,8 @@ impl Settings {
             default_api_base_url: None,
             default_ws_url: None,
             halt_timeout: std::time::Duration::from_secs(60),
+            max_concurrent_restarts: 1,
+            restart_ready_timeout: std::time::Duration::from_secs(600),
         }
     }
 }

@@ -4,6 +4,7 @@
 use crate::cli::Settings;
 use crate::events::EventPublisher;
 use crate::metrics::OperatorMetrics;
+use crate::reconcile::restarts::RestartBudget;
 use crate::scrape::Scraper;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -28,13 +29,20 @@ pub struct Stores {
     pub role_bindings: Store<PartialObjectMeta<RoleBinding>>,
 }
 
-/// Per-bot memory that need not survive a restart (it only delays an automatic resume).
+/// Per-bot memory that need not survive a restart (it only delays an automatic resume, or
+/// costs a request to find out again).
 #[derive(Default)]
 pub struct BotMemory {
     pub streaks: HealthyStreaks,
     /// Successful scrapes already counted towards automatic resume.
     pub last_ok_prod: u64,
     pub last_ok_canary: u64,
+    /// Identity Leases known to exist, and when that was checked.
+    pub leases_verified: std::collections::HashMap<String, std::time::Instant>,
+    /// Reconciles in a row that could not write every child (for backoff).
+    pub failed_passes: u32,
+    /// Reconciles in a row that failed (for the error policy's backoff).
+    pub errors: u32,
 }
 
 pub struct Context {
@@ -50,6 +58,8 @@ pub struct Context {
     pub synced: Arc<AtomicBool>,
     /// Per-bot memory keyed by uid; use [`Context::with_memory`].
     pub memory: Mutex<HashMap<String, BotMemory>>,
+    /// Operator-side pod restarts in flight across the fleet (shared by every controller).
+    pub restarts: Arc<RestartBudget>,
 }
 
 impl Context {
@@ -65,6 +75,18 @@ impl Context {
     pub fn with_memory<T>(&self, uid: &str, f: impl FnOnce(&mut BotMemory) -> T) -> T {
         let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
         f(memory.entry(uid.to_string()).or_default())
+    }
+
+    /// Take the bot's memory for one reconcile (the controller never runs two reconciles of
+    /// one object at once); give it back with [`Context::keep_memory`].
+    pub fn take_memory(&self, uid: &str) -> BotMemory {
+        let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        memory.remove(uid).unwrap_or_default()
+    }
+
+    pub fn keep_memory(&self, uid: &str, bot: BotMemory) {
+        let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        memory.insert(uid.to_string(), bot);
     }
 
     pub fn forget(&self, uid: &str) {

@@ -9,7 +9,7 @@ use crate::metrics::OperatorMetrics;
 use crate::reconcile::{error_policy, reconcile};
 use crate::scrape::Scraper;
 use futures::future::BoxFuture;
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::Api;
@@ -59,16 +59,22 @@ where
     }
 }
 
-/// A reflector store of `K` and the stream that feeds it (to trigger owners).
+/// A reflector store of `K` and the stream that feeds it (to trigger owners). Watch errors are
+/// logged (a cache that cannot fill says why, instead of keeping the operator unready silently).
 fn reflect<K>(api: Api<K>) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
     let stream = reflector::reflector(writer, watcher(api, managed()).modify(without_managed_fields))
+        .inspect_err(log_watch_error::<K>)
         .default_backoff()
         .touched_objects();
     (store, stream)
+}
+
+fn log_watch_error<K: Resource<DynamicType = ()>>(error: &watcher::Error) {
+    tracing::warn!(cache = %K::plural(&()), %error, "watch failed; retrying with backoff");
 }
 
 /// How long a controller may take to fill its caches before the operator gives up and exits.
@@ -87,11 +93,18 @@ where
     .boxed()
 }
 
-/// Wait until every named cache is ready; after `timeout`, the names still pending.
+/// How long a cache may take before the operator names it in a warning (then again each time
+/// as long again passes).
+pub const CACHE_LATE_AFTER: Duration = Duration::from_secs(5);
+
+/// Wait until every named cache is ready, logging how long each took and naming those still
+/// pending every `late_after`; after `timeout`, the names still pending.
 pub async fn wait_for_caches(
     caches: Vec<(&'static str, BoxFuture<'static, ()>)>,
+    late_after: Duration,
     timeout: Duration,
 ) -> Result<(), Vec<&'static str>> {
+    let started = std::time::Instant::now();
     let pending = Arc::new(std::sync::Mutex::new(
         caches.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
     ));
@@ -99,14 +112,30 @@ pub async fn wait_for_caches(
         let pending = pending.clone();
         async move {
             ready.await;
+            tracing::debug!(
+                cache = name,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "cache synced"
+            );
             if let Ok(mut pending) = pending.lock() {
                 pending.retain(|p| *p != name);
             }
         }
     }));
-    match tokio::time::timeout(timeout, all).await {
-        Ok(_) => Ok(()),
-        Err(_) => Err(pending.lock().map(|p| p.clone()).unwrap_or_default()),
+    let still_pending = || pending.lock().map(|p| p.clone()).unwrap_or_default();
+    let watch_late = async {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + late_after, late_after);
+        loop {
+            tick.tick().await;
+            tracing::warn!(pending = ?still_pending(), elapsed_s = started.elapsed().as_secs(), "caches still syncing");
+        }
+    };
+    tokio::select! {
+        result = tokio::time::timeout(timeout, all) => match result {
+            Ok(_) => Ok(()),
+            Err(_) => Err(still_pending()),
+        },
+        _ = watch_late => unreachable!("the late-cache log loops forever"),
     }
 }
 
@@ -125,6 +154,8 @@ pub struct ControllerOptions {
     pub concurrency: u16,
     /// This replica's name (Events' reporting instance).
     pub instance: String,
+    /// The fleet's restart budget (one for every controller of this process).
+    pub restarts: Arc<crate::reconcile::restarts::RestartBudget>,
 }
 
 /// Run the controller until `shutdown` fires; `synced` turns true once every cache is filled.
@@ -141,6 +172,7 @@ pub async fn run(
         scrape_timeout,
         concurrency,
         instance,
+        restarts,
     } = options;
     let ns = namespace.as_deref();
     let (pods, pod_events) = reflect(scoped::<Pod>(&client, ns));
@@ -176,6 +208,7 @@ pub async fn run(
         service_monitor_api: monitor_api,
         synced: synced.clone(),
         memory: Default::default(),
+        restarts,
     });
     let bots = scoped::<TradingBot>(&client, ns);
     let (bot_store, bot_writer) = reflector::store();
@@ -183,6 +216,7 @@ pub async fn run(
         bot_writer,
         watcher(bots, watcher::Config::default()).modify(without_managed_fields),
     )
+    .inspect_err(log_watch_error::<TradingBot>)
     .default_backoff()
     .applied_objects();
     let controller = Controller::for_stream(bot_stream, bot_store)
@@ -211,10 +245,11 @@ pub async fn run(
     let scope = ns.unwrap_or("(all)").to_string();
     tracing::info!(namespace = %scope, "controller started");
     tokio::spawn(async move {
-        match wait_for_caches(caches, CACHE_SYNC_TIMEOUT).await {
+        let started = std::time::Instant::now();
+        match wait_for_caches(caches, CACHE_LATE_AFTER, CACHE_SYNC_TIMEOUT).await {
             Ok(()) => {
                 synced.store(true, Ordering::Relaxed);
-                tracing::info!(namespace = %scope, "caches synced");
+                tracing::info!(namespace = %scope, elapsed_ms = started.elapsed().as_millis() as u64, "caches synced");
             }
             Err(pending) => {
                 // Nothing has been reconciled yet (reconciles wait for `synced`), so exiting is
@@ -280,7 +315,7 @@ mod tests {
             ("tradingbots", tokio::time::sleep(Duration::from_millis(10)).boxed()),
         ];
         assert_eq!(
-            wait_for_caches(caches, Duration::from_millis(300)).await,
+            wait_for_caches(caches, Duration::from_millis(100), Duration::from_millis(300)).await,
             Err(vec!["roles"])
         );
     }
@@ -291,6 +326,9 @@ mod tests {
             ("pods", async {}.boxed()),
             ("tradingbots", tokio::time::sleep(Duration::from_millis(10)).boxed()),
         ];
-        assert_eq!(wait_for_caches(caches, Duration::from_secs(60)).await, Ok(()));
+        assert_eq!(
+            wait_for_caches(caches, Duration::from_secs(5), Duration::from_secs(60)).await,
+            Ok(())
+        );
     }
 }

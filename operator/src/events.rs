@@ -1,7 +1,7 @@
 //! Kubernetes Events (events.k8s.io/v1) for decisions a human wants to see. Every call creates
 //! a new Event: two different trips of the same guard are two events, never a merged series.
 
-use crate::reconcile::trading::Notice;
+use crate::reconcile::notice::Notice;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -28,9 +28,9 @@ impl EventPublisher {
         let name = bot.metadata.name.clone().unwrap_or_default();
         let namespace = bot.metadata.namespace.clone().unwrap_or_else(|| "default".into());
         if notice.warning {
-            tracing::warn!(tradingbot = %name, namespace = %namespace, reason = notice.reason, "{}", notice.note);
+            tracing::warn!(tradingbot = %name, namespace = %namespace, reason = notice.reason.as_str(), "{}", notice.note);
         } else {
-            tracing::info!(tradingbot = %name, namespace = %namespace, reason = notice.reason, "{}", notice.note);
+            tracing::info!(tradingbot = %name, namespace = %namespace, reason = notice.reason.as_str(), "{}", notice.note);
         }
         let now = Timestamp::now();
         let regarding: ObjectReference = bot.object_ref(&());
@@ -43,8 +43,8 @@ impl EventPublisher {
             },
             event_time: Some(MicroTime(now)),
             type_: Some(if notice.warning { "Warning" } else { "Normal" }.into()),
-            reason: Some(notice.reason.into()),
-            action: Some(notice.action.into()),
+            reason: Some(notice.reason.as_str().into()),
+            action: Some(notice.reason.action().into()),
             note: Some(truncate(&notice.note, 1000)),
             regarding: Some(regarding),
             reporting_controller: Some(REPORTING_CONTROLLER.into()),

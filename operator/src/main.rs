@@ -95,51 +95,44 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("operator-{}", std::process::id()));
     let suffix: u32 = rand::random();
-    let mut lease_task = None;
+    let mut lease = None;
     if args.leader_election {
         let namespace = args
             .leader_election_namespace
             .clone()
             .unwrap_or_else(|| "default".into());
-        let config = LeaseConfig::new(
+        let mut config = LeaseConfig::new(
             &args.leader_election_lease,
             &namespace,
-            format!("{identity}-{suffix:08x}"),
+            format!("{identity}_{suffix:08x}"),
         );
-        let (holder, mut lease) = LeaseHolder::new(client.clone(), config);
-        lease_task = Some(tokio::spawn(holder.run(stop.clone())));
+        config.create_if_missing = true;
+        let (mut claim, handle) = LeaseHolder::spawn(client.clone(), config);
+        lease = Some(handle);
         tracing::info!(lease = %args.leader_election_lease, %namespace, "standby: waiting to become the leader");
         let mut waiting = stop.clone();
-        loop {
-            if lease.borrow_and_update().is_held() {
-                break;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = lease.changed() => {}
-                _ = waiting.changed() => return Ok(()),
-            }
+        tokio::select! {
+            _ = claim.acquired() => {}
+            _ = waiting.wait_for(|s| *s) => return Ok(()),
         }
         leading.store(true, Ordering::Relaxed);
         metrics.leader.set(1);
         tracing::info!("leading: reconciling");
         // Losing the Lease means another replica may take over: stop at once.
-        let stop_tx = stop_tx.clone();
         tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                if !lease.borrow().is_held() {
-                    tracing::error!("leadership lost: stopping so another replica can lead");
-                    let _ = stop_tx.send(true);
-                    std::process::exit(1);
-                }
-            }
+            claim.lost().await;
+            tracing::error!("leadership lost: exiting so another replica can lead");
+            std::process::exit(1);
         });
     } else {
         metrics.leader.set(1);
     }
 
     let settings = Settings::from(&args);
+    let restarts = Arc::new(tradingbot_operator::reconcile::restarts::RestartBudget::new(
+        settings.max_concurrent_restarts,
+        settings.restart_ready_timeout,
+    ));
     let mut controllers = Vec::new();
     for (namespace, synced) in namespaces.into_iter().zip(synced) {
         let options = controller::ControllerOptions {
@@ -148,6 +141,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             scrape_timeout: Duration::from_secs(args.scrape_timeout_seconds),
             concurrency: args.concurrency,
             instance: identity.clone(),
+            restarts: restarts.clone(),
         };
         controllers.push(tokio::spawn(controller::run(
             client.clone(),
@@ -161,9 +155,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let _ = controller.await;
     }
     let _ = stop_tx.send(true);
-    if let Some(task) = lease_task {
+    if let Some(lease) = lease {
         // Releasing the Lease lets a standby take over without waiting for it to expire.
-        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        lease.release().await;
     }
     tracing::info!("stopped");
     Ok(())

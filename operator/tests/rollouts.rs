@@ -121,7 +121,7 @@ async fn a_healthy_canary_is_promoted_automatically() {
     assert_eq!(
         pod_field(
             &ns,
-            "roll-canary",
+            "roll--canary",
             "{.metadata.annotations.trading\\.gpttrader\\.io/version}"
         ),
         "perps-bot:v2"
@@ -143,7 +143,7 @@ async fn a_healthy_canary_is_promoted_automatically() {
         "perps-bot:v2"
     );
     eventually(Duration::from_secs(60), "the canary pod gone", || {
-        let gone = ns.kubectl_result(&["get", "pod", "roll-canary"]).is_err();
+        let gone = ns.kubectl_result(&["get", "pod", "roll--canary"]).is_err();
         async move { gone.then_some(()) }
     })
     .await;
@@ -246,14 +246,14 @@ async fn a_failing_canary_aborts_and_prod_keeps_its_version() {
             .any(|(kind, reason, _)| kind == "Warning" && reason == "RolloutAborted")
     );
     eventually(Duration::from_secs(60), "the canary removed", || {
-        let gone = ns.kubectl_result(&["get", "pod", "steady-canary"]).is_err();
+        let gone = ns.kubectl_result(&["get", "pod", "steady--canary"]).is_err();
         async move { gone.then_some(()) }
     })
     .await;
     // Not retried while the spec names the same version; prod untouched.
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert!(
-        ns.kubectl_result(&["get", "pod", "steady-canary"]).is_err(),
+        ns.kubectl_result(&["get", "pod", "steady--canary"]).is_err(),
         "an aborted version is not retried"
     );
     assert_eq!(ns.tradingbot("steady")["status"]["rollout"]["phase"], "Aborted");
@@ -275,7 +275,7 @@ async fn an_operator_restart_mid_rollout_resumes_it() {
     ]);
     wait_for_field(&ns, "resumed", "{.status.rollout.phase}", "CanaryRunning", ROLLOUT).await;
     let started = ns.tradingbot("resumed")["status"]["rollout"]["startedAt"].clone();
-    let canary_uid = pod_field(&ns, "resumed-canary", "{.metadata.uid}");
+    let canary_uid = pod_field(&ns, "resumed--canary", "{.metadata.uid}");
     let operator = ns.pods("app.kubernetes.io/name=tradingbot-operator")[0].clone();
     ns.kill_container(&operator);
     wait_for_field(&ns, "resumed", "{.status.rollout.phase}", "Promoted", ROLLOUT).await;

@@ -193,6 +193,36 @@ class Lint(unittest.TestCase):
         self.check(ALL_FEATURES)
 
 
+def rule_set(role):
+    """Every (apiGroup, resource, resourceName or None, verb) a Role or ClusterRole grants."""
+    granted = set()
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for name in rule.get("resourceNames") or [None]:
+                    for verb in rule["verbs"]:
+                        granted.add((group, resource, name, verb))
+    return granted
+
+
+def grants(group, resources, verbs):
+    return {(group, r, None, v) for r in resources for v in verbs}
+
+
+# What the operator may do in every namespace it manages (docs/RUNBOOK.md, "Access"): no Secret,
+# nothing cluster-wide beyond that, Leases only to create the bots' own (and grant them update).
+OPERATOR_RULES = (
+    grants("trading.gpttrader.io", ["tradingbots"], ["get", "list", "watch", "patch"])
+    | grants("trading.gpttrader.io", ["tradingbots/status"], ["get", "patch"])
+    | grants("", ["pods"], ["get", "list", "watch", "create", "delete"])
+    | grants("", ["configmaps", "services", "serviceaccounts"], ["get", "list", "watch", "create", "patch", "delete"])
+    | grants("rbac.authorization.k8s.io", ["roles", "rolebindings"], ["get", "list", "watch", "create", "patch", "delete"])
+    | grants("coordination.k8s.io", ["leases"], ["get", "create", "update"])
+    | grants("events.k8s.io", ["events"], ["create", "patch"])
+    | grants("monitoring.coreos.com", ["servicemonitors"], ["get", "create", "patch", "delete"])
+)
+
+
 class Defaults(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -219,13 +249,13 @@ class Defaults(unittest.TestCase):
         self.assertEqual(binding["roleRef"], {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                                               "name": role["metadata"]["name"]})
         self.assertEqual(binding["subjects"], [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}])
-        # Least privilege: no wildcards, secrets get only, no escalation verbs.
+        # Least privilege: exactly these rules; no wildcards, no Secrets, no escalation verbs.
+        self.assertEqual(rule_set(role), OPERATOR_RULES)
         for rule in role["rules"]:
             for field in ("apiGroups", "resources", "verbs"):
                 self.assertNotIn("*", rule[field], rule)
             self.assertFalse({"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule)
-            if "secrets" in rule["resources"]:
-                self.assertEqual(rule["verbs"], ["get"], rule)
+            self.assertNotIn("secrets", rule["resources"], "the operator reads no Secret")
 
     def test_rbac_rules_are_commented(self):
         text = read(os.path.join(CHART, "templates", "_helpers.tpl"))
@@ -250,6 +280,12 @@ class LeaderElection(unittest.TestCase):
         self.assertEqual(self.election({"replicaCount": 1}), "false")
         self.assertEqual(self.election({"replicaCount": 2}), "true")
         self.assertEqual(self.election({"replicaCount": 3, "leaderElection": {"enabled": "auto"}}), "true")
+
+    def test_never_two_operators_without_election(self):
+        strategy = lambda values: one(render(values)[0], "Deployment")["spec"]["strategy"]["type"]
+        self.assertEqual(strategy({"replicaCount": 1}), "Recreate")
+        self.assertEqual(strategy({"replicaCount": 2}), "RollingUpdate")
+        self.assertEqual(strategy({"replicaCount": 1, "leaderElection": {"enabled": True}}), "RollingUpdate")
 
     def test_explicit(self):
         self.assertEqual(self.election({"replicaCount": 1, "leaderElection": {"enabled": True}}), "true")
@@ -284,10 +320,13 @@ class NamespacedMode(unittest.TestCase):
             if role["metadata"]["name"] == FULLNAME:
                 self.assertEqual(role["rules"], cluster_rules)
 
-    def test_leader_role_only_leases(self):
+    def test_leader_role_only_its_lease(self):
         leader = one(self.docs, "Role", FULLNAME + "-leader")
-        self.assertEqual(leader["rules"], [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                                            "verbs": ["get", "create", "update"]}])
+        self.assertEqual(rule_set(leader), {
+            ("coordination.k8s.io", "leases", "tradingbot-operator-leader", "get"),
+            ("coordination.k8s.io", "leases", "tradingbot-operator-leader", "update"),
+            ("coordination.k8s.io", "leases", None, "create"),
+        })
 
     def test_release_namespace_watched_needs_no_leader_role(self):
         docs, _ = render({"watchNamespaces": [NAMESPACE, "b"]})

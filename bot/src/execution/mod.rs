@@ -13,8 +13,8 @@ use crate::trading_state;
 use rust_decimal::Decimal;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use tokio::sync::{Mutex, watch};
-use tradingbot_crds::lease::LeaseState;
+use tokio::sync::Mutex;
+use tradingbot_crds::lease::Claim;
 
 /// Unique client order ids: `<prefix><run>-<n>`. `prefix` identifies the bot instance (see
 /// `tradingbot_crds::names::client_order_prefix`); `run` is random per process, so ids never
@@ -94,12 +94,16 @@ pub enum Submitted {
 pub struct Executor<B: Broker> {
     broker: Arc<B>,
     mode: ModeHandle,
-    lease: Option<watch::Receiver<LeaseState>>,
+    /// The identity Lease: no order is sent without it (always held when not managed).
+    claim: Claim,
     dry_run: bool,
     preview: bool,
     /// Client order ids of this bot identity start with this; no other order is ever cancelled.
     own_prefix: String,
     lock: Mutex<RecentIds>,
+    /// Exchange ids of the orders this process placed (a process that loses its Lease cancels
+    /// these, never orders a successor of the same identity placed).
+    placed_here: std::sync::Mutex<RecentIds>,
 }
 
 /// Client order ids already submitted (bounded memory).
@@ -130,7 +134,7 @@ impl<B: Broker> Executor<B> {
     pub fn new(
         broker: Arc<B>,
         mode: ModeHandle,
-        lease: Option<watch::Receiver<LeaseState>>,
+        claim: Claim,
         dry_run: bool,
         preview: bool,
         own_prefix: String,
@@ -138,11 +142,12 @@ impl<B: Broker> Executor<B> {
         Self {
             broker,
             mode,
-            lease,
+            claim,
             dry_run,
             preview,
             own_prefix,
             lock: Mutex::new(RecentIds::default()),
+            placed_here: std::sync::Mutex::new(RecentIds::default()),
         }
     }
 
@@ -150,24 +155,14 @@ impl<B: Broker> Executor<B> {
         &self.broker
     }
 
-    /// How long this process may still rely on its identity Lease (None when not managed).
-    fn lease_time_left(&self) -> Option<std::time::Duration> {
-        let lease = self.lease.as_ref()?;
-        let until = lease.borrow().valid_until;
-        Some(until.map_or(std::time::Duration::ZERO, |u| {
-            u.saturating_duration_since(std::time::Instant::now())
-        }))
-    }
-
     /// Is this process allowed to trade at all right now (fencing)?
     pub fn fenced(&self) -> Option<Rejection> {
-        match &self.lease {
-            Some(lease) if !lease.borrow().is_held() => Some(Rejection::new(
+        (!self.claim.is_held()).then(|| {
+            Rejection::new(
                 RejectReason::NoLease,
                 "this instance does not hold its identity Lease: it places no orders",
-            )),
-            _ => None,
-        }
+            )
+        })
     }
 
     /// Submit `order` given the position it acts on.
@@ -211,7 +206,7 @@ impl<B: Broker> Executor<B> {
         // Fencing holds for the whole submission, retries included: the exchange must answer
         // before the Lease could pass to another instance, or the attempt is abandoned.
         let placing = self.broker.place_order(&order);
-        let result = match self.lease_time_left() {
+        let result = match self.claim.time_left() {
             None => placing.await,
             Some(left) => tokio::time::timeout(left, placing).await.unwrap_or_else(|_| {
                 Err(BrokerError::Unavailable(format!(
@@ -221,7 +216,13 @@ impl<B: Broker> Executor<B> {
             }),
         };
         match result {
-            Ok(placed) => Submitted::Placed(placed),
+            Ok(placed) => {
+                self.placed_here
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(&placed.order_id);
+                Submitted::Placed(placed)
+            }
             Err(BrokerError::Rejected { reason, message }) => {
                 Submitted::Refused(Rejection::new(RejectReason::Exchange, format!("{reason}: {message}")))
             }
@@ -251,6 +252,28 @@ impl<B: Broker> Executor<B> {
             })
             .map(|o| o.order_id.clone())
             .collect();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let results = self.broker.cancel_orders(&ids).await?;
+        Ok(results.iter().filter(|r| r.success).count())
+    }
+
+    /// Cancel the open orders this process placed (after it lost its identity Lease: the
+    /// successor's orders, which share the identity's prefix, are left alone).
+    pub async fn cancel_orders_placed_here(&self) -> Result<usize, BrokerError> {
+        if self.dry_run {
+            return Ok(0);
+        }
+        let _serialised = self.lock.lock().await;
+        let open = self.broker.open_orders().await?;
+        let ids: Vec<String> = {
+            let placed = self.placed_here.lock().unwrap_or_else(|p| p.into_inner());
+            open.iter()
+                .filter(|o| placed.set.contains(&o.order_id))
+                .map(|o| o.order_id.clone())
+                .collect()
+        };
         if ids.is_empty() {
             return Ok(0);
         }
@@ -345,9 +368,23 @@ mod cancel_tests {
             paper.place(&resting(&btc, id)).unwrap();
         }
         let mode = ModeHandle::new(&[]);
-        let dry = Executor::new(paper.clone(), mode.clone(), None, true, false, "a1.btc.prod.".into());
+        let dry = Executor::new(
+            paper.clone(),
+            mode.clone(),
+            Claim::unconditional(),
+            true,
+            false,
+            "a1.btc.prod.".into(),
+        );
         assert_eq!(dry.cancel_open_orders(false, |_| Decimal::ZERO).await.unwrap(), 0);
-        let prod = Executor::new(paper.clone(), mode, None, false, false, "a1.btc.prod.".into());
+        let prod = Executor::new(
+            paper.clone(),
+            mode,
+            Claim::unconditional(),
+            false,
+            false,
+            "a1.btc.prod.".into(),
+        );
         assert_eq!(prod.cancel_open_orders(false, |_| Decimal::ZERO).await.unwrap(), 1);
         let open: Vec<String> = paper
             .orders()

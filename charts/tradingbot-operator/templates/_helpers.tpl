@@ -36,7 +36,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["trading.gpttrader.io"]
   resources: ["tradingbots/status"]
   verbs: ["get", "patch"]
-# Bot pods: created, and stopped before a replacement starts.
+# Bot pods: created, and stopped before a replacement starts (read for their state: readiness,
+# the version they run, and why a bot exited, e.g. credentials it could not use).
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "create", "delete"]
@@ -44,17 +45,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: ["configmaps", "services", "serviceaccounts"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Existence checks of credential Secrets. The operator requests metadata only and never reads
-# values, but RBAC cannot grant less than get.
-- apiGroups: [""]
-  resources: ["secrets"]
-  verbs: ["get"]
 # Each bot's least-privilege Role and RoleBinding.
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Bots' identity Leases (granted to bots, so the operator must hold these verbs) and the
-# operator's own leader election Lease.
+# Bots' identity Leases: the operator creates them (owned by the TradingBot) and gets one that
+# already exists to check its owner. It holds update only because a Role it writes can grant
+# no more than its writer holds: bots renew their own Leases (by name) with it.
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   verbs: ["get", "create", "update"]

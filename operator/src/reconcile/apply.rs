@@ -1,70 +1,66 @@
-//! Writing to the API server: server-side apply under one field manager, skipped when the
-//! cached child already carries the desired hash (so an idle operator writes nothing), and
-//! the stop-then-start replacement of bot pods (one identity never has two pods).
+//! Step 5, apply (I/O): one strategy for every child and one helper for removing the ones no
+//! longer wanted. Nothing here fails the reconcile: each refusal is collected as a
+//! [`ChildProblem`] (reported as a condition and an Event, retried with backoff), so no child
+//! write can stand between a guard trip and `status.mode`.
+//!
+//! * Only objects whose controller owner reference is this TradingBot are ever updated or
+//!   deleted; a same-named object of anyone else is reported and left alone.
+//! * An unchanged child (cached desired-hash equal) is not written: an idle operator writes
+//!   nothing. A missing one is created (never server-side applied over something unseen).
+//! * Bot pods are replaced stop-then-start (one identity never has two pods); a replacement for
+//!   the operator's own sake waits for the fleet's restart budget.
 
-use crate::metrics::OperatorMetrics;
+use super::desired::{DesiredChildren, InstanceChildren};
+use super::observe::{Observed, Ownership, PerInstance, PodView, Slot, ownership};
+use super::restarts::{self, InstanceKey};
+use crate::context::{BotMemory, Context};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
-use tradingbot_crds::names::{ANNOTATION_DESIRED_HASH, ANNOTATION_POD_TEMPLATE_HASH, FIELD_MANAGER};
+use std::time::{Duration, Instant};
+use tradingbot_crds::Instance;
+use tradingbot_crds::names::{
+    ANNOTATION_DESIRED_HASH, ANNOTATION_POD_TEMPLATE_HASH, ANNOTATION_SPEC_HASH, ANNOTATION_VERSION, FIELD_MANAGER,
+    InstanceNames,
+};
 
-fn hash_of(meta: &kube::api::ObjectMeta, key: &str) -> Option<String> {
-    meta.annotations.as_ref().and_then(|a| a.get(key).cloned())
+/// How long a verified Lease is trusted to exist before it is looked at again.
+const LEASE_RECHECK: Duration = Duration::from_secs(300);
+
+/// Why a child is not as desired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChildIssue {
+    /// The API server refused the write (quota, admission, RBAC, conflict, outage...).
+    WriteFailed(String),
+    /// An object of that name exists but is not controlled by this TradingBot.
+    OwnedByOther(String),
 }
 
-/// Server-side apply `desired` unless the cached copy already has its hash. Returns whether
-/// a write happened.
-pub async fn apply_if_changed<K>(
-    api: &Api<K>,
-    store: &Store<PartialObjectMeta<K>>,
-    desired: &K,
-    metrics: &OperatorMetrics,
-) -> Result<bool, kube::Error>
-where
-    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
-{
-    let name = desired.name_any();
-    let namespace = desired.namespace().unwrap_or_default();
-    let cached = store.get(&ObjectRef::new(&name).within(&namespace));
-    let wanted = hash_of(desired.meta(), ANNOTATION_DESIRED_HASH);
-    if cached.is_some_and(|c| hash_of(&c.metadata, ANNOTATION_DESIRED_HASH) == wanted) {
-        return Ok(false);
-    }
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(desired),
-    )
-    .await?;
-    metrics.wrote("apply", &K::plural(&()));
-    Ok(true)
+/// One child that is not as desired, named by kind and name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildProblem {
+    pub kind: String,
+    pub name: String,
+    pub issue: ChildIssue,
 }
 
-/// Apply a ServiceMonitor unless the live one already carries the desired hash.
-pub async fn apply_service_monitor(
-    api: &Api<DynamicObject>,
-    desired: &DynamicObject,
-    metrics: &OperatorMetrics,
-) -> Result<bool, kube::Error> {
-    let name = desired.name_any();
-    let live = api.get_opt(&name).await?;
-    let wanted = hash_of(&desired.metadata, ANNOTATION_DESIRED_HASH);
-    if live.is_some_and(|l| hash_of(&l.metadata, ANNOTATION_DESIRED_HASH) == wanted) {
-        return Ok(false);
+impl std::fmt::Display for ChildProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.issue {
+            ChildIssue::WriteFailed(message) => write!(f, "{} {}: {message}", self.kind, self.name),
+            ChildIssue::OwnedByOther(owner) => write!(
+                f,
+                "{} {} exists but belongs to {owner}: not touched (rename or remove it)",
+                self.kind, self.name
+            ),
+        }
     }
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(desired),
-    )
-    .await?;
-    metrics.wrote("apply", "servicemonitors");
-    Ok(true)
 }
 
 /// What happened to a bot pod this time.
@@ -79,78 +75,448 @@ pub enum PodStep {
     },
     /// An old pod is still terminating: the new one waits.
     WaitingForStop,
+    /// A replacement for the operator's sake waits for the fleet's restart budget.
+    RestartDeferred {
+        restarting: usize,
+    },
+    /// Not touched: a dependency failed, or the pod belongs to someone else.
+    Blocked,
 }
 
-fn template_hash(pod: &Pod) -> Option<String> {
-    hash_of(&pod.metadata, ANNOTATION_POD_TEMPLATE_HASH)
+impl PodStep {
+    pub fn is_waiting(&self) -> bool {
+        !matches!(self, PodStep::Steady | PodStep::Blocked)
+    }
 }
 
-/// Make the pod named like `desired` match it: create it when absent, and when it differs,
-/// stop the old one and only create the new one once the old one is gone.
-pub async fn ensure_pod(
-    api: &Api<Pod>,
-    store: &Store<Pod>,
-    name: &str,
-    namespace: &str,
-    desired: Option<&Pod>,
-    metrics: &OperatorMetrics,
-) -> Result<PodStep, kube::Error> {
-    let observed = store.get(&ObjectRef::new(name).within(namespace));
-    match (desired, observed) {
-        (None, None) => Ok(PodStep::Steady),
-        (None, Some(pod)) => {
-            if pod.metadata.deletion_timestamp.is_some() {
-                return Ok(PodStep::WaitingForStop);
-            }
-            delete_pod(api, name, metrics).await?;
-            Ok(PodStep::Stopping {
-                why: "no longer wanted".into(),
-            })
+/// What the apply step did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Applied {
+    pub pods: PerInstance<Option<PodStep>>,
+    pub problems: Vec<ChildProblem>,
+    /// The ServiceMonitor is in place (None: not wanted or the API is missing).
+    pub service_monitor: Option<bool>,
+}
+
+/// The API's own words for a refused request (never more: no request bodies, no secrets).
+fn api_message(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(e) => format!("{} ({} {})", e.message, e.code, e.reason),
+        other => other.to_string(),
+    }
+}
+
+fn is_code(error: &kube::Error, code: u16) -> bool {
+    matches!(error, kube::Error::Api(e) if e.code == code)
+}
+
+fn hash_of(meta: &kube::api::ObjectMeta, key: &str) -> Option<String> {
+    meta.annotations.as_ref().and_then(|a| a.get(key).cloned())
+}
+
+/// Writes the children of one bot and collects what went wrong.
+pub struct Writer<'a> {
+    ctx: &'a Context,
+    namespace: String,
+    uid: String,
+    pub problems: Vec<ChildProblem>,
+}
+
+impl<'a> Writer<'a> {
+    pub fn new(ctx: &'a Context, observed: &Observed) -> Self {
+        Self {
+            ctx,
+            namespace: observed.namespace.clone(),
+            uid: observed.uid.clone(),
+            problems: Vec::new(),
         }
-        (Some(desired), None) => match api.create(&PostParams::default(), desired).await {
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.ctx.client.clone(), &self.namespace)
+    }
+
+    fn problem(&mut self, kind: &str, name: &str, issue: ChildIssue) -> bool {
+        self.problems.push(ChildProblem {
+            kind: kind.to_string(),
+            name: name.to_string(),
+            issue,
+        });
+        false
+    }
+
+    /// Make the child named like `desired` match it. True when it does (or now will).
+    pub async fn apply<K>(&mut self, store: &Store<PartialObjectMeta<K>>, desired: &K) -> bool
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + Serialize
+            + DeserializeOwned
+            + Debug,
+    {
+        let (kind, name) = (K::kind(&()).to_string(), desired.name_any());
+        let cached = store.get(&ObjectRef::new(&name).within(&self.namespace));
+        let api = self.api::<K>();
+        match cached {
+            Some(cached) => {
+                if let Ownership::Other { owner } = ownership(&cached.metadata, &self.uid) {
+                    return self.problem(&kind, &name, ChildIssue::OwnedByOther(owner));
+                }
+                let wanted = hash_of(desired.meta(), ANNOTATION_DESIRED_HASH);
+                if hash_of(&cached.metadata, ANNOTATION_DESIRED_HASH) == wanted {
+                    return true;
+                }
+                let params = PatchParams::apply(FIELD_MANAGER).force();
+                match api.patch(&name, &params, &Patch::Apply(desired)).await {
+                    Ok(_) => {
+                        self.ctx.metrics.wrote("apply", &K::plural(&()));
+                        true
+                    }
+                    Err(error) => self.problem(&kind, &name, ChildIssue::WriteFailed(api_message(&error))),
+                }
+            }
+            None => self.create(&api, &kind, desired).await,
+        }
+    }
+
+    /// Create `desired`; if something of that name exists (not in our cache), find out whose.
+    async fn create<K>(&mut self, api: &Api<K>, kind: &str, desired: &K) -> bool
+    where
+        K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+    {
+        let name = desired.name_any();
+        match api.create(&PostParams::default(), desired).await {
             Ok(_) => {
-                metrics.wrote("create", "pods");
-                Ok(PodStep::Created)
+                self.ctx.metrics.wrote("create", &K::plural(&()));
+                true
             }
-            // The cache has not seen a pod that still exists: wait for it.
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(PodStep::WaitingForStop),
-            Err(e) => Err(e),
-        },
-        (Some(desired), Some(pod)) => {
-            if pod.metadata.deletion_timestamp.is_some() {
-                return Ok(PodStep::WaitingForStop);
+            Err(error) if is_code(&error, 409) => match api.get_metadata_opt(&name).await {
+                Ok(Some(existing)) => match ownership(&existing.metadata, &self.uid) {
+                    // Ours, and the cache has not seen it yet: the next pass compares hashes.
+                    Ownership::Ours => true,
+                    Ownership::Other { owner } => self.problem(kind, &name, ChildIssue::OwnedByOther(owner)),
+                },
+                Ok(None) => true,
+                Err(error) => self.problem(kind, &name, ChildIssue::WriteFailed(api_message(&error))),
+            },
+            Err(error) => self.problem(kind, &name, ChildIssue::WriteFailed(api_message(&error))),
+        }
+    }
+
+    /// Delete the child `name` if the cache has it and it is ours (the one orphan helper).
+    pub async fn remove<K>(&mut self, store: &Store<PartialObjectMeta<K>>, name: &str)
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    {
+        let Some(cached) = store.get(&ObjectRef::new(name).within(&self.namespace)) else {
+            return;
+        };
+        if ownership(&cached.metadata, &self.uid) != Ownership::Ours || cached.metadata.deletion_timestamp.is_some() {
+            return;
+        }
+        let kind = K::kind(&()).to_string();
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: cached.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match self.api::<K>().delete(name, &params).await {
+            Ok(_) => self.ctx.metrics.wrote("delete", &K::plural(&())),
+            Err(error) if is_code(&error, 404) => {}
+            Err(error) => {
+                self.problem(&kind, name, ChildIssue::WriteFailed(api_message(&error)));
             }
-            if template_hash(&pod) == template_hash(desired) {
-                return Ok(PodStep::Steady);
+        }
+    }
+
+    /// Make sure the identity Lease exists and is usable. Leases are not cached (bots renew
+    /// them every few seconds): one verified is trusted for a while.
+    pub async fn lease(&mut self, desired: &Lease, memory: &mut BotMemory) -> bool {
+        let name = desired.name_any();
+        if memory
+            .leases_verified
+            .get(&name)
+            .is_some_and(|at| at.elapsed() < LEASE_RECHECK)
+        {
+            return true;
+        }
+        let api = self.api::<Lease>();
+        let ok = match api.get_metadata_opt(&name).await {
+            Ok(None) => self.create(&api, "Lease", desired).await,
+            Ok(Some(existing)) => match ownership(&existing.metadata, &self.uid) {
+                Ownership::Ours => true,
+                // Bots before 0.2 created their own Lease without an owner: still usable.
+                Ownership::Other { .. } if existing.metadata.owner_references.is_none() => true,
+                Ownership::Other { owner } => self.problem("Lease", &name, ChildIssue::OwnedByOther(owner)),
+            },
+            Err(error) => self.problem("Lease", &name, ChildIssue::WriteFailed(api_message(&error))),
+        };
+        if ok {
+            memory.leases_verified.insert(name, Instant::now());
+        }
+        ok
+    }
+
+    /// Apply (or, when switched off, remove) the ServiceMonitor. Some(true) when in place.
+    pub async fn service_monitor(&mut self, desired: Option<&DynamicObject>, name: &str) -> Option<bool> {
+        if !self.ctx.service_monitors_available() {
+            return None;
+        }
+        let resource = super::desired::service_monitor_resource();
+        let api: Api<DynamicObject> = Api::namespaced_with(self.ctx.client.clone(), &self.namespace, &resource);
+        let live = match api.get_metadata_opt(name).await {
+            Ok(live) => live,
+            Err(error) => {
+                self.problem("ServiceMonitor", name, ChildIssue::WriteFailed(api_message(&error)));
+                return desired.map(|_| false);
             }
-            let from = pod
-                .annotations()
-                .get(tradingbot_crds::names::ANNOTATION_VERSION)
-                .cloned()
-                .unwrap_or_default();
-            let to = desired
-                .annotations()
-                .get(tradingbot_crds::names::ANNOTATION_VERSION)
-                .cloned()
-                .unwrap_or_default();
-            delete_pod(api, name, metrics).await?;
-            let why = if from == to {
-                format!("its configuration changed (version {to})")
-            } else {
-                format!("version {from} -> {to}")
-            };
-            Ok(PodStep::Stopping { why })
+        };
+        if let Some(live) = &live
+            && let Ownership::Other { owner } = ownership(&live.metadata, &self.uid)
+        {
+            self.problem("ServiceMonitor", name, ChildIssue::OwnedByOther(owner));
+            return desired.map(|_| false);
+        }
+        let result = match (desired, &live) {
+            (None, None) => return None,
+            (None, Some(_)) => api.delete(name, &DeleteParams::default()).await.map(|_| "delete"),
+            (Some(d), Some(l))
+                if hash_of(&l.metadata, ANNOTATION_DESIRED_HASH) == hash_of(&d.metadata, ANNOTATION_DESIRED_HASH) =>
+            {
+                return Some(true);
+            }
+            (Some(d), _) => api
+                .patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(d))
+                .await
+                .map(|_| "apply"),
+        };
+        match result {
+            Ok(verb) => {
+                self.ctx.metrics.wrote(verb, "servicemonitors");
+                desired.map(|_| true)
+            }
+            Err(error) if is_code(&error, 404) => None,
+            Err(error) => {
+                self.problem("ServiceMonitor", name, ChildIssue::WriteFailed(api_message(&error)));
+                desired.map(|_| false)
+            }
+        }
+    }
+
+    /// Delete `pod` (exactly that object: its uid is a precondition).
+    async fn delete_pod(&mut self, pod: &PodView) -> bool {
+        let name = pod.name();
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: pod.pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match self.api::<Pod>().delete(&name, &params).await {
+            Ok(_) => {
+                self.ctx.metrics.wrote("delete", "pods");
+                true
+            }
+            Err(error) if is_code(&error, 404) => true,
+            Err(error) => self.problem("Pod", &name, ChildIssue::WriteFailed(api_message(&error))),
+        }
+    }
+
+    /// Stop `slot`'s pod when it is ours (None wanted).
+    pub async fn stop_pod(&mut self, slot: &Slot<PodView>) -> PodStep {
+        match slot {
+            Slot::Absent | Slot::Other { .. } => PodStep::Steady,
+            Slot::Ours(pod) if pod.terminating => PodStep::WaitingForStop,
+            Slot::Ours(pod) => {
+                if self.delete_pod(pod).await {
+                    PodStep::Stopping {
+                        why: "no longer wanted".into(),
+                    }
+                } else {
+                    PodStep::Blocked
+                }
+            }
+        }
+    }
+
+    /// Make the pod in `slot` match `desired`: create it when absent; when it differs, stop it
+    /// and create the new one only once it is gone.
+    pub async fn ensure_pod(&mut self, slot: &Slot<PodView>, desired: &Pod, key: InstanceKey) -> PodStep {
+        let name = desired.name_any();
+        let pod = match slot {
+            Slot::Other { owner } => {
+                self.problem("Pod", &name, ChildIssue::OwnedByOther(owner.clone()));
+                return PodStep::Blocked;
+            }
+            Slot::Absent => return self.create_pod(desired).await,
+            Slot::Ours(pod) => pod,
+        };
+        if pod.terminating {
+            return PodStep::WaitingForStop;
+        }
+        if hash_of(&pod.pod.metadata, ANNOTATION_POD_TEMPLATE_HASH)
+            == hash_of(&desired.metadata, ANNOTATION_POD_TEMPLATE_HASH)
+        {
+            if pod.ready {
+                self.ctx.restarts.finish(&key);
+            }
+            return PodStep::Steady;
+        }
+        let spec_changed = hash_of(&pod.pod.metadata, ANNOTATION_SPEC_HASH)
+            .is_some_and(|live| Some(live) != hash_of(&desired.metadata, ANNOTATION_SPEC_HASH));
+        if !spec_changed {
+            let busy = restarts::busy_instances(&self.ctx.stores.pods, self.ctx.restarts.ready_timeout());
+            if let Err(restarting) = self.ctx.restarts.try_begin(&key, busy, Instant::now()) {
+                return PodStep::RestartDeferred { restarting };
+            }
+        }
+        let version = |p: &Pod| p.annotations().get(ANNOTATION_VERSION).cloned().unwrap_or_default();
+        let (from, to) = (version(&pod.pod), version(desired));
+        let why = match (from == to, spec_changed) {
+            (false, _) => format!("version {from} -> {to}"),
+            (true, true) => format!("its configuration changed (version {to})"),
+            (true, false) => {
+                format!("the operator's pod template changed (version {to}); restarts are rolled across the fleet")
+            }
+        };
+        if self.delete_pod(pod).await {
+            PodStep::Stopping { why }
+        } else {
+            PodStep::Blocked
+        }
+    }
+
+    async fn create_pod(&mut self, desired: &Pod) -> PodStep {
+        let name = desired.name_any();
+        match self.api::<Pod>().create(&PostParams::default(), desired).await {
+            Ok(_) => {
+                self.ctx.metrics.wrote("create", "pods");
+                PodStep::Created
+            }
+            // Something of that name exists that the cache has not seen (or is not ours).
+            Err(error) if is_code(&error, 409) => {
+                let existing = self.api::<Pod>().get_metadata_opt(&name).await;
+                match existing.map(|e| e.map(|e| ownership(&e.metadata, &self.uid))) {
+                    Ok(Some(Ownership::Other { owner })) => {
+                        self.problem("Pod", &name, ChildIssue::OwnedByOther(owner));
+                        PodStep::Blocked
+                    }
+                    _ => PodStep::WaitingForStop,
+                }
+            }
+            Err(error) => {
+                self.problem("Pod", &name, ChildIssue::WriteFailed(api_message(&error)));
+                PodStep::Blocked
+            }
         }
     }
 }
 
-async fn delete_pod(api: &Api<Pod>, name: &str, metrics: &OperatorMetrics) -> Result<(), kube::Error> {
-    match api.delete(name, &DeleteParams::default()).await {
-        Ok(_) => {
-            metrics.wrote("delete", "pods");
-            Ok(())
+fn key(observed: &Observed, instance: Instance) -> InstanceKey {
+    (observed.namespace.clone(), observed.name.clone(), instance.to_string())
+}
+
+/// The children of one instance, in dependency order: Lease, ConfigMap and Service first; the
+/// pod only when they are in place (and `shared_ok`: its ServiceAccount and Role).
+async fn apply_instance(
+    writer: &mut Writer<'_>,
+    observed: &Observed,
+    instance: Instance,
+    wanted: &InstanceChildren,
+    shared_ok: bool,
+    memory: &mut BotMemory,
+) -> PodStep {
+    let s = &writer.ctx.stores;
+    let (config_maps, services) = (s.config_maps.clone(), s.services.clone());
+    let lease_ok = writer.lease(&wanted.lease, memory).await;
+    let config_ok = writer.apply(&config_maps, &wanted.config_map).await;
+    // The Service is for Prometheus: the pod does not wait for it.
+    writer.apply(&services, &wanted.service).await;
+    if !(shared_ok && lease_ok && config_ok) {
+        return PodStep::Blocked;
+    }
+    writer
+        .ensure_pod(observed.pods.get(instance), &wanted.pod, key(observed, instance))
+        .await
+}
+
+/// Remove the children of an instance that is no longer wanted (and left-overs under legacy
+/// names), pod first.
+async fn remove_instance(writer: &mut Writer<'_>, slot: &Slot<PodView>, names: &InstanceNames) -> PodStep {
+    let step = writer.stop_pod(slot).await;
+    let s = &writer.ctx.stores;
+    let (config_maps, services) = (s.config_maps.clone(), s.services.clone());
+    writer.remove(&config_maps, &names.config_map).await;
+    writer.remove(&services, &names.service).await;
+    step
+}
+
+/// Converge every child of the bot; never fails (see [`Applied::problems`]).
+pub async fn converge(
+    ctx: &Context,
+    observed: &Observed,
+    desired: &DesiredChildren,
+    memory: &mut BotMemory,
+) -> Applied {
+    let mut writer = Writer::new(ctx, observed);
+    let s = &ctx.stores;
+    let shared_ok = writer
+        .apply(&s.service_accounts.clone(), &desired.service_account)
+        .await
+        & writer.apply(&s.roles.clone(), &desired.role).await
+        & writer.apply(&s.role_bindings.clone(), &desired.role_binding).await;
+    let monitor_name = tradingbot_crds::names::bot_service_account(&observed.name);
+    let service_monitor = writer
+        .service_monitor(desired.service_monitor.as_ref(), &monitor_name)
+        .await;
+    let legacy = InstanceNames::legacy_canary(&observed.name);
+    remove_instance(&mut writer, &observed.legacy_canary_pod, &legacy).await;
+    // The canary goes first when it is no longer wanted (a promotion replaces prod after).
+    let canary = match &desired.instances.canary {
+        Some(wanted) => apply_instance(&mut writer, observed, Instance::Canary, wanted, shared_ok, memory).await,
+        None => {
+            let names = InstanceNames::new(&observed.name, Instance::Canary);
+            remove_instance(&mut writer, &observed.pods.canary, &names).await
         }
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(e),
+    };
+    let prod = match &desired.instances.prod {
+        Some(wanted) => apply_instance(&mut writer, observed, Instance::Prod, wanted, shared_ok, memory).await,
+        None => PodStep::Steady,
+    };
+    Applied {
+        pods: PerInstance {
+            prod: Some(prod),
+            canary: Some(canary),
+        },
+        problems: writer.problems,
+        service_monitor,
+    }
+}
+
+/// Deletion: stop the pods the decision says to stop.
+pub async fn stop(ctx: &Context, observed: &Observed, stops: &PerInstance<super::decide::Stop>) -> Applied {
+    let mut writer = Writer::new(ctx, observed);
+    let mut steps = PerInstance::default();
+    for instance in [Instance::Prod, Instance::Canary] {
+        let step = match stops.get(instance) {
+            super::decide::Stop::Now { .. } => writer.stop_pod(observed.pods.get(instance)).await,
+            super::decide::Stop::Wait => PodStep::WaitingForStop,
+            super::decide::Stop::Nothing => PodStep::Steady,
+        };
+        match instance {
+            Instance::Prod => steps.prod = Some(step),
+            Instance::Canary => steps.canary = Some(step),
+        }
+    }
+    Applied {
+        pods: steps,
+        problems: writer.problems,
+        service_monitor: None,
     }
 }

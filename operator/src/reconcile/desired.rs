@@ -1,12 +1,16 @@
 //! The children a TradingBot should have, built as plain objects. Pure: no I/O, so every
 //! detail (security context, probes, env, owner references, RBAC rules) is unit-tested.
 
+use super::observe::PerInstance;
+use super::rollout::RolloutPlan;
 use crate::cli::Settings;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
-    VolumeMount,
+    Capabilities, ConfigMap, ConfigMapProjection, ConfigMapVolumeSource, Container, ContainerPort,
+    DownwardAPIProjection, DownwardAPIVolumeFile, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
+    ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, Probe, ProjectedVolumeSource, ResourceRequirements,
+    SeccompProfile, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServiceAccountTokenProjection,
+    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -53,6 +57,50 @@ impl InstancePlan {
             config: ManagedBotConfig::for_canary(&bot.spec),
             credentials_secret,
         }
+    }
+}
+
+/// The children of one instance (prod or canary).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceChildren {
+    pub lease: Lease,
+    pub config_map: ConfigMap,
+    pub service: Service,
+    pub pod: Pod,
+}
+
+/// Every child a TradingBot should have right now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredChildren {
+    pub service_account: ServiceAccount,
+    pub role: Role,
+    pub role_binding: RoleBinding,
+    /// The canary's is None when no canary should run (its children are then removed).
+    pub instances: PerInstance<Option<InstanceChildren>>,
+    /// Some when `metrics.serviceMonitor.enabled`.
+    pub service_monitor: Option<DynamicObject>,
+}
+
+/// The children for `plan` (prod on its planned version; a canary when the plan has one).
+pub fn children(bot: &TradingBot, plan: &RolloutPlan, settings: &Settings) -> DesiredChildren {
+    let instance = |plan: InstancePlan| InstanceChildren {
+        lease: lease(bot, plan.instance),
+        config_map: config_map(bot, &plan),
+        service: service(bot, plan.instance),
+        pod: pod(bot, &plan, settings),
+    };
+    DesiredChildren {
+        service_account: service_account(bot),
+        role: role(bot),
+        role_binding: role_binding(bot),
+        instances: PerInstance {
+            prod: Some(instance(InstancePlan::prod(bot, plan.prod_version.clone()))),
+            canary: plan
+                .canary_version
+                .clone()
+                .map(|version| instance(InstancePlan::canary(bot, version))),
+        },
+        service_monitor: bot.spec.metrics.service_monitor.enabled.then(|| service_monitor(bot)),
     }
 }
 
@@ -181,8 +229,21 @@ pub fn service_account(bot: &TradingBot) -> ServiceAccount {
     })
 }
 
+/// The identity Lease of one instance: created by the operator (owned by the TradingBot, so it
+/// goes with it), held and renewed by the bot. Nobody holds it when created.
+pub fn lease(bot: &TradingBot, instance: Instance) -> Lease {
+    let names = InstanceNames::new(&bot_name(bot), instance);
+    Lease {
+        metadata: meta(bot, names.lease, Some(instance)),
+        spec: Some(LeaseSpec {
+            lease_duration_seconds: Some(15),
+            ..Default::default()
+        }),
+    }
+}
+
 /// The least a bot needs: read its own TradingBot (mode, guard levels) and hold its identity
-/// Leases.
+/// Leases (which the operator creates: a bot cannot create any Lease).
 pub fn role(bot: &TradingBot) -> Role {
     let name = bot_name(bot);
     let leases: Vec<String> = [Instance::Prod, Instance::Canary]
@@ -199,19 +260,12 @@ pub fn role(bot: &TradingBot) -> Role {
                 verbs: vec!["get".into(), "list".into(), "watch".into()],
                 ..Default::default()
             },
-            // Hold and renew its identity Leases (fencing: no Lease, no orders).
+            // Hold and renew its own identity Leases, by name (fencing: no Lease, no orders).
             PolicyRule {
                 api_groups: Some(vec!["coordination.k8s.io".into()]),
                 resources: Some(vec!["leases".into()]),
                 resource_names: Some(leases),
                 verbs: vec!["get".into(), "update".into()],
-                ..Default::default()
-            },
-            // Creating a Lease cannot be limited by name in RBAC.
-            PolicyRule {
-                api_groups: Some(vec!["coordination.k8s.io".into()]),
-                resources: Some(vec!["leases".into()]),
-                verbs: vec!["create".into()],
                 ..Default::default()
             },
         ]),
@@ -272,15 +326,18 @@ fn default_resources() -> ResourceRequirements {
 /// Seconds a bot gets between SIGTERM and SIGKILL: enough to cancel its open orders.
 pub const TERMINATION_GRACE_SECONDS: i64 = 60;
 
-/// The bot pod of one instance. Its template hash annotation changes exactly when the pod
-/// must be replaced (image, configuration other than guard levels, env, resources, ...).
-pub fn pod(bot: &TradingBot, plan: &InstancePlan, settings: &Settings) -> Pod {
-    let name = bot_name(bot);
-    let names = InstanceNames::new(&name, plan.instance);
+/// Where the pod-bound service account token is mounted (the standard in-cluster location).
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// Where the bot writes why it exited (the container's termination message).
+pub const TERMINATION_LOG_PATH: &str = "/dev/termination-log";
+
+/// The environment the operator gives a bot instance.
+fn bot_env(bot: &TradingBot, plan: &InstancePlan, settings: &Settings) -> Vec<EnvVar> {
     let spec = &bot.spec;
     let port = spec.metrics.port;
     let mut env = vec![
-        env_value(env::BOT_NAME, &name),
+        env_value(env::BOT_NAME, bot_name(bot)),
         env_field(env::BOT_NAMESPACE, "metadata.namespace"),
         env_value(env::BOT_INSTANCE, plan.instance.as_str()),
         env_field(env::POD_NAME, "metadata.name"),
@@ -292,6 +349,7 @@ pub fn pod(bot: &TradingBot, plan: &InstancePlan, settings: &Settings) -> Pod {
         env_value(env::METRICS_ADDR, format!("0.0.0.0:{port}")),
         env_value(env::METRICS_FILE, format!("{}/metrics.json", names::STATE_MOUNT_DIR)),
         env_value(env::STATE_FILE, format!("{}/guard-state.json", names::STATE_MOUNT_DIR)),
+        env_value(env::TERMINATION_LOG, TERMINATION_LOG_PATH),
         env_value(
             env::ENABLE_DERIVATIVES,
             if spec.exchange.derivatives { "1" } else { "0" },
@@ -309,6 +367,75 @@ pub fn pod(bot: &TradingBot, plan: &InstancePlan, settings: &Settings) -> Pod {
     if let Some(url) = spec.exchange.ws_url.clone().or_else(|| settings.default_ws_url.clone()) {
         env.push(env_value(env::WS_URL, url));
     }
+    if let Some(secret) = &plan.credentials_secret {
+        env.push(env_value(env::CREDENTIALS_DIR, names::CREDENTIALS_MOUNT_DIR));
+        env.push(env_value(env::CREDENTIALS_SECRET, secret));
+    }
+    env.extend(spec.env.iter().cloned());
+    env
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(read_only),
+        ..Default::default()
+    }
+}
+
+/// A service account token bound to the pod (the API server refuses it once the pod object
+/// is gone, so a process outliving its pod cannot renew its Lease), with the cluster CA and
+/// the namespace, where in-cluster clients look for them.
+fn bound_token_volume() -> Volume {
+    Volume {
+        name: "kube-api-access".into(),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(0o444),
+            sources: Some(vec![
+                VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        path: "token".into(),
+                        expiration_seconds: Some(3607),
+                        audience: None,
+                    }),
+                    ..Default::default()
+                },
+                VolumeProjection {
+                    config_map: Some(ConfigMapProjection {
+                        name: "kube-root-ca.crt".into(),
+                        items: Some(vec![KeyToPath {
+                            key: "ca.crt".into(),
+                            path: "ca.crt".into(),
+                            mode: None,
+                        }]),
+                        optional: None,
+                    }),
+                    ..Default::default()
+                },
+                VolumeProjection {
+                    downward_api: Some(DownwardAPIProjection {
+                        items: Some(vec![DownwardAPIVolumeFile {
+                            path: "namespace".into(),
+                            field_ref: Some(ObjectFieldSelector {
+                                field_path: "metadata.namespace".into(),
+                                api_version: None,
+                            }),
+                            ..Default::default()
+                        }]),
+                    }),
+                    ..Default::default()
+                },
+            ]),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Volumes and their mounts: config, state, the bound token and (when named) credentials. The
+/// credentials Secret is optional to the kubelet, so a missing Secret starts the bot, which
+/// then exits naming it (the operator reads no Secret: it reports what the pod says).
+fn volumes(names: &InstanceNames, plan: &InstancePlan) -> (Vec<Volume>, Vec<VolumeMount>) {
     let mut volumes = vec![
         Volume {
             name: "config".into(),
@@ -323,40 +450,31 @@ pub fn pod(bot: &TradingBot, plan: &InstancePlan, settings: &Settings) -> Pod {
             empty_dir: Some(EmptyDirVolumeSource::default()),
             ..Default::default()
         },
+        bound_token_volume(),
     ];
     let mut mounts = vec![
-        VolumeMount {
-            name: "config".into(),
-            mount_path: names::CONFIG_MOUNT_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        },
-        VolumeMount {
-            name: "state".into(),
-            mount_path: names::STATE_MOUNT_DIR.into(),
-            ..Default::default()
-        },
+        mount("config", names::CONFIG_MOUNT_DIR, true),
+        mount("state", names::STATE_MOUNT_DIR, false),
+        mount("kube-api-access", SERVICE_ACCOUNT_DIR, true),
     ];
     if let Some(secret) = &plan.credentials_secret {
-        env.push(env_value(env::CREDENTIALS_DIR, names::CREDENTIALS_MOUNT_DIR));
         volumes.push(Volume {
             name: "credentials".into(),
             secret: Some(SecretVolumeSource {
                 secret_name: Some(secret.clone()),
                 default_mode: Some(0o440),
+                optional: Some(true),
                 ..Default::default()
             }),
             ..Default::default()
         });
-        mounts.push(VolumeMount {
-            name: "credentials".into(),
-            mount_path: names::CREDENTIALS_MOUNT_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        });
+        mounts.push(mount("credentials", names::CREDENTIALS_MOUNT_DIR, true));
     }
-    env.extend(spec.env.iter().cloned());
-    let probe = |path: &str, period: i32, failures: i32, delay: i32| Probe {
+    (volumes, mounts)
+}
+
+fn probe(path: &str, period: i32, failures: i32, delay: i32) -> Probe {
+    Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
             port: IntOrString::String(names::METRICS_PORT_NAME.into()),
@@ -367,14 +485,18 @@ pub fn pod(bot: &TradingBot, plan: &InstancePlan, settings: &Settings) -> Pod {
         initial_delay_seconds: Some(delay),
         timeout_seconds: Some(2),
         ..Default::default()
-    };
-    let mut resources = spec.resources.clone().unwrap_or_else(default_resources);
+    }
+}
+
+fn container(bot: &TradingBot, plan: &InstancePlan, settings: &Settings, mounts: Vec<VolumeMount>) -> Container {
+    let port = bot.spec.metrics.port;
+    let mut resources = bot.spec.resources.clone().unwrap_or_else(default_resources);
     resources.claims = None;
-    let container = Container {
+    Container {
         name: "perps-bot".into(),
         image: Some(plan.image.clone()),
         image_pull_policy: Some(settings.bot_image_pull_policy.clone()),
-        env: Some(env),
+        env: Some(bot_env(bot, plan, settings)),
         ports: Some(vec![ContainerPort {
             name: Some(names::METRICS_PORT_NAME.into()),
             container_port: i32::from(port),
@@ -384,6 +506,7 @@ pub fn pod(bot: &TradingBot, plan: &InstancePlan, settings: &Settings) -> Pod {
         liveness_probe: Some(probe("/healthz", 10, 6, 10)),
         readiness_probe: Some(probe("/readyz", 2, 1, 1)),
         resources: Some(resources),
+        termination_message_path: Some(TERMINATION_LOG_PATH.into()),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -396,11 +519,38 @@ pub fn pod(bot: &TradingBot, plan: &InstancePlan, settings: &Settings) -> Pod {
         }),
         volume_mounts: Some(mounts),
         ..Default::default()
-    };
+    }
+}
+
+/// What the TradingBot itself puts into an instance's pod (not the operator's settings or
+/// code): unchanged while only the operator's side of the pod changes. A bot that names no
+/// image runs the operator's default, so a new default is the operator's change too.
+pub fn spec_hash(bot: &TradingBot, plan: &InstancePlan) -> String {
+    let spec = &bot.spec;
+    content_hash(&(
+        plan.instance,
+        spec.image.as_ref().map(|_| &plan.image),
+        &plan.config.without_guards(),
+        &plan.credentials_secret,
+        &spec.env,
+        &spec.resources,
+        &spec.exchange,
+        spec.metrics.port,
+    ))
+}
+
+/// The bot pod of one instance. Its template hash annotation changes exactly when the pod
+/// must be replaced (image, configuration other than guard levels, env, resources, ...).
+pub fn pod(bot: &TradingBot, plan: &InstancePlan, settings: &Settings) -> Pod {
+    let name = bot_name(bot);
+    let names = InstanceNames::new(&name, plan.instance);
+    let (volumes, mounts) = volumes(&names, plan);
     let pod_spec = PodSpec {
-        containers: vec![container],
+        containers: vec![container(bot, plan, settings, mounts)],
         volumes: Some(volumes),
         service_account_name: Some(names::bot_service_account(&name)),
+        // The pod-bound token above replaces the default (not pod-bound) one.
+        automount_service_account_token: Some(false),
         restart_policy: Some("Always".into()),
         termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
         // The bot needs public DNS (the exchange), not cluster DNS: it reaches the API server
@@ -423,6 +573,7 @@ pub fn pod(bot: &TradingBot, plan: &InstancePlan, settings: &Settings) -> Pod {
     let template_hash = content_hash(&(&pod_spec, &plan.config.without_guards(), &metadata.labels));
     metadata.annotations = Some(BTreeMap::from([
         (names::ANNOTATION_POD_TEMPLATE_HASH.into(), template_hash),
+        (names::ANNOTATION_SPEC_HASH.into(), spec_hash(bot, plan)),
         (names::ANNOTATION_VERSION.into(), plan.image.clone()),
     ]));
     Pod {
@@ -556,6 +707,42 @@ mod tests {
     }
 
     #[test]
+    fn the_spec_hash_follows_the_tradingbot_not_the_operators_settings() {
+        let b = bot(Profile::Dev);
+        let hash = |bot: &TradingBot, settings: &Settings, image: &str| {
+            pod(bot, &InstancePlan::prod(bot, image.into()), settings)
+                .metadata
+                .annotations
+                .unwrap()[names::ANNOTATION_SPEC_HASH]
+                .clone()
+        };
+        let settings = Settings::for_tests();
+        let mut moved = settings.clone();
+        moved.default_api_base_url = Some("http://elsewhere".into());
+        moved.bot_image_pull_policy = "Always".into();
+        let base = hash(&b, &settings, "perps-bot:dev");
+        assert_eq!(
+            base,
+            hash(&b, &moved, "perps-bot:dev"),
+            "operator settings are not the bot's"
+        );
+        assert_eq!(
+            base,
+            hash(&b, &settings, "perps-bot:new-default"),
+            "no spec.image: the default is the operator's"
+        );
+        let mut pinned = b.clone();
+        pinned.spec.image = Some("perps-bot:v1".into());
+        assert_ne!(
+            hash(&pinned, &settings, "perps-bot:v1"),
+            hash(&pinned, &settings, "perps-bot:v2")
+        );
+        let mut changed = b.clone();
+        changed.spec.symbols = vec!["ETH-USD".into()];
+        assert_ne!(base, hash(&changed, &settings, "perps-bot:dev"));
+    }
+
+    #[test]
     fn canary_instance_gets_its_own_names_profile_and_dry_run() {
         let mut b = bot(Profile::Prod);
         b.spec.exchange.credentials_secret = Some("prod-key".into());
@@ -563,7 +750,7 @@ mod tests {
         assert_eq!(plan.config.profile, Profile::Canary);
         assert_eq!(plan.config.dry_run, Some(true));
         let pod = pod(&b, &plan, &Settings::for_tests());
-        assert_eq!(pod.metadata.name.as_deref(), Some("btc-canary"));
+        assert_eq!(pod.metadata.name.as_deref(), Some("btc--canary"));
         assert_eq!(
             env_of(&pod, env::BOT_INSTANCE).unwrap().value.as_deref(),
             Some("canary")

@@ -2,7 +2,7 @@
 //! operator restart is in `status.rollout` and the canary's own metrics (counters since the
 //! canary pod started), so a restart never restarts a rollout.
 
-use super::trading::Notice;
+use super::notice::{Notice, Reason};
 use k8s_openapi::jiff::Timestamp;
 use std::time::Duration;
 use tradingbot_crds::TradingBotSpec;
@@ -30,6 +30,7 @@ pub const CANARY_MAX_RESTARTS: u32 = 3;
 pub struct RolloutInputs<'a> {
     pub spec: &'a TradingBotSpec,
     pub default_image: &'a str,
+    /// Status as last written, with `current_version` already the version prod is observed to run.
     pub status: &'a TradingBotStatus,
     pub canary: &'a CanaryView,
     /// The image of the prod pod when it is running and ready.
@@ -39,8 +40,8 @@ pub struct RolloutInputs<'a> {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RolloutPlan {
-    /// The version prod runs (its pod is replaced when this changes).
-    pub current_version: String,
+    /// The version prod should run (its pod is replaced when this differs from what it runs).
+    pub prod_version: String,
     /// The version a canary pod runs, if there should be one.
     pub canary_version: Option<String>,
     pub rollout: RolloutStatus,
@@ -80,12 +81,12 @@ pub fn plan(input: &RolloutInputs<'_>) -> RolloutPlan {
         .unwrap_or_else(|| idle(Some(current.clone()), "no rollout yet"));
     let now_text = format!("{:.0}", input.now);
     let mut notices = Vec::new();
-    let out = |current_version: String,
+    let out = |prod_version: String,
                canary_version: Option<String>,
                rollout: RolloutStatus,
                notices: Vec<Notice>,
                recheck_after| RolloutPlan {
-        current_version,
+        prod_version,
         canary_version,
         rollout,
         notices,
@@ -93,38 +94,33 @@ pub fn plan(input: &RolloutInputs<'_>) -> RolloutPlan {
     };
 
     if spec.rollout.strategy == RolloutStrategy::Direct {
+        // Prod moves straight to the desired version; status.rollout.version records it, so
+        // the change is announced once (status.currentVersion follows once prod runs it).
+        let keep = rollout.phase == RolloutPhase::Idle && rollout.version.as_deref() == Some(desired.as_str());
+        if keep {
+            return out(desired, None, rollout, notices, None);
+        }
         if rollout.phase.has_canary() {
             notices.push(Notice::normal(
-                "RolloutCancelled",
-                "Rollout",
+                Reason::RolloutCancelled,
                 "rollout strategy is Direct: the canary is removed",
             ));
         }
         let message = if desired == current {
             "prod runs the desired version"
         } else {
-            "Direct strategy: prod is replaced with the new version"
-        };
-        if desired != current {
             notices.push(Notice::normal(
-                "VersionChanged",
-                "Rollout",
+                Reason::VersionChanged,
                 format!("Direct rollout of {desired} (was {current})"),
             ));
-        }
-        let keep = rollout.phase == RolloutPhase::Idle && rollout.version.as_deref() == Some(desired.as_str());
-        let status = if keep {
-            rollout
-        } else {
-            idle(Some(desired.clone()), message)
+            "Direct strategy: prod is replaced with the new version"
         };
-        return out(desired, None, status, notices, None);
+        return out(desired.clone(), None, idle(Some(desired), message), notices, None);
     }
 
     let start = |previous: &str, notices: &mut Vec<Notice>, what: &str| {
         notices.push(Notice::normal(
-            "RolloutStarted",
-            "Rollout",
+            Reason::RolloutStarted,
             format!("{what}: canary of {desired} started (prod keeps {previous})"),
         ));
         RolloutStatus {
@@ -153,10 +149,16 @@ pub fn plan(input: &RolloutInputs<'_>) -> RolloutPlan {
         }
         RolloutPhase::CanaryStarting | RolloutPhase::CanaryRunning | RolloutPhase::AwaitingPromotion => {
             let version = rollout.version.clone().unwrap_or_default();
+            if current == version {
+                // Observed: prod already runs the canary's version (a status write was lost).
+                notices.push(Notice::normal(Reason::RolloutPromoted, format!("prod runs {version}")));
+                rollout.phase = RolloutPhase::Promoted;
+                rollout.message = Some(format!("prod runs {version}"));
+                return out(version, None, rollout, notices, None);
+            }
             if desired == current {
                 notices.push(Notice::normal(
-                    "RolloutCancelled",
-                    "Rollout",
+                    Reason::RolloutCancelled,
                     format!("spec.image is back to {current}: canary of {version} removed"),
                 ));
                 return out(
@@ -181,8 +183,7 @@ pub fn plan(input: &RolloutInputs<'_>) -> RolloutPlan {
             }
             let abort = |rollout: &mut RolloutStatus, notices: &mut Vec<Notice>, why: String| {
                 notices.push(Notice::warning(
-                    "RolloutAborted",
-                    "Rollout",
+                    Reason::RolloutAborted,
                     format!("canary of {version} failed: {why}; prod keeps {current}"),
                 ));
                 rollout.phase = RolloutPhase::Aborted;
@@ -219,8 +220,7 @@ pub fn plan(input: &RolloutInputs<'_>) -> RolloutPlan {
                     return out(current, Some(version), rollout, notices, Some(Duration::from_secs(5)));
                 }
                 notices.push(Notice::normal(
-                    "CanaryReady",
-                    "Rollout",
+                    Reason::CanaryReady,
                     format!("canary of {version} is ready; gates are being evaluated"),
                 ));
                 rollout.phase = RolloutPhase::CanaryRunning;
@@ -256,8 +256,7 @@ pub fn plan(input: &RolloutInputs<'_>) -> RolloutPlan {
                     );
                 }
                 notices.push(Notice::normal(
-                    "CanaryPassed",
-                    "Rollout",
+                    Reason::CanaryPassed,
                     format!(
                         "canary of {version} passed: {} healthy cycles, {} errors, {} s",
                         rollout.healthy_cycles,
@@ -272,14 +271,13 @@ pub fn plan(input: &RolloutInputs<'_>) -> RolloutPlan {
                 let message =
                     format!("canary of {version} passed; promote by setting spec.rollout.approvedVersion: {version}");
                 if rollout.message.as_deref() != Some(message.as_str()) {
-                    notices.push(Notice::normal("AwaitingPromotion", "Rollout", message.clone()));
+                    notices.push(Notice::normal(Reason::AwaitingPromotion, message.clone()));
                 }
                 rollout.message = Some(message);
                 return out(current, Some(version), rollout, notices, None);
             }
             notices.push(Notice::normal(
-                "Promoting",
-                "Rollout",
+                Reason::Promoting,
                 format!("promoting {version}: prod {current} is stopped, then started on {version}"),
             ));
             rollout.phase = RolloutPhase::Promoting;
@@ -289,11 +287,7 @@ pub fn plan(input: &RolloutInputs<'_>) -> RolloutPlan {
         RolloutPhase::Promoting => {
             let version = rollout.version.clone().unwrap_or_else(|| current.clone());
             if input.prod_ready_image == Some(version.as_str()) {
-                notices.push(Notice::normal(
-                    "RolloutPromoted",
-                    "Rollout",
-                    format!("prod runs {version}"),
-                ));
+                notices.push(Notice::normal(Reason::RolloutPromoted, format!("prod runs {version}")));
                 rollout.phase = RolloutPhase::Promoted;
                 rollout.message = Some(format!("prod runs {version}"));
                 return out(version, None, rollout, notices, None);
@@ -313,6 +307,8 @@ mod tests {
         status: TradingBotStatus,
         canary: CanaryView,
         prod_image: Option<String>,
+        /// Prod's pod becomes ready on its planned version before the next step.
+        prod_follows: bool,
         now: i64,
     }
 
@@ -327,11 +323,14 @@ mod tests {
                 status: TradingBotStatus::default(),
                 canary: CanaryView::default(),
                 prod_image: None,
+                prod_follows: true,
                 now: 1_795_219_200,
             }
         }
 
         fn step(&mut self) -> RolloutPlan {
+            // What prod runs is observed (the ready prod pod), never taken from the plan.
+            self.status.current_version = self.prod_image.clone().or(self.status.current_version.clone());
             let plan = plan(&RolloutInputs {
                 spec: &self.spec,
                 default_image: "bot:default",
@@ -340,8 +339,11 @@ mod tests {
                 prod_ready_image: self.prod_image.as_deref(),
                 now: Timestamp::from_second(self.now).unwrap(),
             });
-            self.status.current_version = Some(plan.current_version.clone());
             self.status.rollout = Some(plan.rollout.clone());
+            if self.prod_follows {
+                // By the next look, prod runs what it was told to run.
+                self.prod_image = Some(plan.prod_version.clone());
+            }
             plan
         }
 
@@ -351,14 +353,14 @@ mod tests {
     }
 
     fn reasons(plan: &RolloutPlan) -> Vec<&'static str> {
-        plan.notices.iter().map(|n| n.reason).collect()
+        plan.notices.iter().map(|n| n.reason.as_str()).collect()
     }
 
     #[test]
     fn first_deployment_needs_no_canary() {
         let mut w = World::new();
         let plan = w.step();
-        assert_eq!((plan.current_version.as_str(), plan.canary_version), ("bot:v1", None));
+        assert_eq!((plan.prod_version.as_str(), plan.canary_version), ("bot:v1", None));
         assert_eq!(w.phase(), RolloutPhase::Idle);
     }
 
@@ -369,7 +371,7 @@ mod tests {
         w.spec.image = Some("bot:v2".into());
         let plan = w.step();
         assert_eq!(plan.canary_version.as_deref(), Some("bot:v2"));
-        assert_eq!(plan.current_version, "bot:v1");
+        assert_eq!(plan.prod_version, "bot:v1");
         assert_eq!(reasons(&plan), ["RolloutStarted"]);
         w.canary.ready = true;
         w.canary.cycles = Some(1);
@@ -386,7 +388,7 @@ mod tests {
         w.now += 31;
         let plan = w.step();
         assert_eq!(reasons(&plan), ["CanaryPassed", "Promoting"]);
-        assert_eq!((plan.current_version.as_str(), plan.canary_version), ("bot:v2", None));
+        assert_eq!((plan.prod_version.as_str(), plan.canary_version), ("bot:v2", None));
         w.prod_image = Some("bot:v2".into());
         assert_eq!(reasons(&w.step()), ["RolloutPromoted"]);
         assert_eq!(w.phase(), RolloutPhase::Promoted);
@@ -411,12 +413,12 @@ mod tests {
         let plan = w.step();
         assert_eq!(w.phase(), RolloutPhase::AwaitingPromotion);
         assert!(reasons(&plan).contains(&"AwaitingPromotion"));
-        assert_eq!(plan.current_version, "bot:v1");
+        assert_eq!(plan.prod_version, "bot:v1");
         assert!(w.step().notices.is_empty(), "waiting does not repeat the event");
         w.spec.rollout.approved_version = Some("bot:v2".into());
         let plan = w.step();
         assert_eq!(w.phase(), RolloutPhase::Promoting);
-        assert_eq!(plan.current_version, "bot:v2");
+        assert_eq!(plan.prod_version, "bot:v2");
     }
 
     #[test]
@@ -436,7 +438,7 @@ mod tests {
         let plan = w.step();
         assert_eq!(reasons(&plan), ["RolloutAborted"]);
         assert!(plan.notices[0].warning);
-        assert_eq!((plan.current_version.as_str(), plan.canary_version), ("bot:v1", None));
+        assert_eq!((plan.prod_version.as_str(), plan.canary_version), ("bot:v1", None));
         assert_eq!(w.phase(), RolloutPhase::Aborted);
         w.canary = CanaryView::default();
         assert_eq!(w.step().canary_version, None, "the same version is not retried");
@@ -488,7 +490,45 @@ mod tests {
         w.spec.rollout.strategy = RolloutStrategy::Direct;
         w.spec.image = Some("bot:v9".into());
         let plan = w.step();
-        assert_eq!((plan.current_version.as_str(), plan.canary_version), ("bot:v9", None));
+        assert_eq!((plan.prod_version.as_str(), plan.canary_version), ("bot:v9", None));
+    }
+
+    #[test]
+    fn current_version_is_what_prod_is_seen_running() {
+        let mut w = World::new();
+        w.step();
+        w.spec.image = Some("bot:v2".into());
+        w.spec.rollout.strategy = RolloutStrategy::Direct;
+        w.prod_follows = false;
+        let plan = w.step();
+        assert_eq!(plan.prod_version, "bot:v2");
+        assert_eq!(reasons(&plan), ["VersionChanged"]);
+        for _ in 0..3 {
+            let plan = w.step();
+            assert!(plan.notices.is_empty(), "announced once: {:?}", plan.notices);
+            assert_eq!(
+                w.status.current_version.as_deref(),
+                Some("bot:v1"),
+                "prod still runs v1"
+            );
+        }
+        w.prod_image = Some("bot:v2".into());
+        w.step();
+        assert_eq!(w.status.current_version.as_deref(), Some("bot:v2"));
+    }
+
+    #[test]
+    fn a_lost_promotion_is_recovered_from_the_prod_pod() {
+        let mut w = World::new();
+        w.step();
+        w.spec.image = Some("bot:v2".into());
+        w.step();
+        assert_eq!(w.phase(), RolloutPhase::CanaryStarting);
+        // The status saying so was lost, but prod already runs the canary's version.
+        w.prod_image = Some("bot:v2".into());
+        let plan = w.step();
+        assert_eq!(w.phase(), RolloutPhase::Promoted);
+        assert_eq!((plan.prod_version.as_str(), plan.canary_version), ("bot:v2", None));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Conditions and the Events that status transitions deserve. Pure. A condition's
 //! `lastTransitionTime` moves only when its status flips.
 
-use super::trading::Notice;
+use super::notice::{Notice, Reason};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use tradingbot_crds::TradingMode;
@@ -15,6 +15,9 @@ pub mod types {
     pub const HALTED: &str = "Halted";
     pub const METRICS_REACHABLE: &str = "MetricsReachable";
     pub const SERVICE_MONITOR: &str = "ServiceMonitor";
+    /// Whether every child object is as desired: False names each child the API server refused
+    /// (kind/name and its message) or that belongs to another owner.
+    pub const CHILDREN_APPLIED: &str = "ChildrenApplied";
 }
 
 /// A condition as decided, before timestamps.
@@ -91,40 +94,43 @@ fn is_true(status: &TradingBotStatus, type_: &str) -> bool {
     condition(status, type_).is_some_and(|c| c.status == "True")
 }
 
-/// Events for what changed between two statuses (mode, degradation, reachability, phase).
-pub fn transition_notices(old: &TradingBotStatus, new: &TradingBotStatus) -> Vec<Notice> {
-    let mut notices = Vec::new();
+/// The Event for a change of the effective mode between two statuses, if it changed.
+pub fn mode_notice(old: &TradingBotStatus, new: &TradingBotStatus) -> Option<Notice> {
     // A new bot starting Normal is not a change worth an Event.
     let first_and_normal = old.mode.is_none() && new.mode == Some(TradingMode::Normal);
-    if old.mode != new.mode
-        && !first_and_normal
-        && let Some(mode) = new.mode
-    {
-        let reason = new.mode_reason.clone().unwrap_or_default();
-        let note = format!(
-            "trading mode {} -> {mode}: {reason}",
-            old.mode.map_or("unset".into(), |m| m.to_string())
-        );
-        notices.push(if mode == TradingMode::Normal {
-            Notice::normal("ModeChanged", "SetMode", note)
-        } else {
-            Notice::warning("ModeChanged", "SetMode", note)
-        });
+    let mode = new.mode?;
+    if old.mode == new.mode || first_and_normal {
+        return None;
     }
+    let reason = new.mode_reason.clone().unwrap_or_default();
+    let note = format!(
+        "trading mode {} -> {mode}: {reason}",
+        old.mode.map_or("unset".into(), |m| m.to_string())
+    );
+    Some(if mode == TradingMode::Normal {
+        Notice::normal(Reason::ModeChanged, note)
+    } else {
+        Notice::warning(Reason::ModeChanged, note)
+    })
+}
+
+/// Events for what else changed between two statuses (degradation, reachability, phase).
+pub fn transition_notices(old: &TradingBotStatus, new: &TradingBotStatus) -> Vec<Notice> {
+    let mut notices = Vec::new();
     let degraded = condition(new, types::DEGRADED).filter(|c| c.status == "True");
     if let Some(c) = degraded
         && (!is_true(old, types::DEGRADED) || condition(old, types::DEGRADED).map(|o| &o.message) != Some(&c.message))
     {
-        notices.push(Notice::warning(
-            match c.reason.as_str() {
-                "SecretMissing" => "SecretMissing",
-                _ => "InvalidSpec",
-            },
-            "Validate",
-            format!("{}; the operator changes nothing until this is fixed", c.message),
-        ));
+        notices.push(if c.reason == Reason::CredentialsRejected.as_str() {
+            Notice::warning(Reason::CredentialsRejected, c.message.clone())
+        } else {
+            Notice::warning(
+                Reason::InvalidSpec,
+                format!("{}; the operator changes nothing until this is fixed", c.message),
+            )
+        });
     } else if degraded.is_none() && is_true(old, types::DEGRADED) {
-        notices.push(Notice::normal("Recovered", "Validate", "the spec is valid again"));
+        notices.push(Notice::normal(Reason::Recovered, "the spec is valid again"));
     }
     let unreachable =
         |s: &TradingBotStatus| condition(s, types::METRICS_REACHABLE).is_some_and(|c| c.status == "False");
@@ -132,11 +138,10 @@ pub fn transition_notices(old: &TradingBotStatus, new: &TradingBotStatus) -> Vec
         let message = condition(new, types::METRICS_REACHABLE)
             .map(|c| c.message.clone())
             .unwrap_or_default();
-        notices.push(Notice::warning("MetricsUnreachable", "Scrape", message));
+        notices.push(Notice::warning(Reason::MetricsUnreachable, message));
     } else if !unreachable(new) && unreachable(old) {
         notices.push(Notice::normal(
-            "MetricsReachable",
-            "Scrape",
+            Reason::MetricsReachable,
             "bot metrics are readable again",
         ));
     }
@@ -145,13 +150,12 @@ pub fn transition_notices(old: &TradingBotStatus, new: &TradingBotStatus) -> Vec
     };
     if monitor_missing(new) && !monitor_missing(old) {
         notices.push(Notice::warning(
-            "ServiceMonitorAPIMissing",
-            "CreateServiceMonitor",
+            Reason::ServiceMonitorAPIMissing,
             "metrics.serviceMonitor.enabled but the monitoring.coreos.com/v1 ServiceMonitor API is not installed; it will be created once it is",
         ));
     }
     if new.phase == Some(Phase::Running) && old.phase != Some(Phase::Running) {
-        notices.push(Notice::normal("Running", "Observe", "the bot pod is running and ready"));
+        notices.push(Notice::normal(Reason::Running, "the bot pod is running and ready"));
     }
     notices
 }
@@ -193,7 +197,7 @@ mod tests {
             ..Default::default()
         };
         let mut new = old.clone();
-        assert!(transition_notices(&old, &new).is_empty());
+        assert!(transition_notices(&old, &new).is_empty() && mode_notice(&old, &new).is_none());
         new.mode = Some(TradingMode::Halted);
         new.mode_reason = Some("spec.halted".into());
         new.conditions = conditions(
@@ -201,16 +205,18 @@ mod tests {
             vec![Wanted::new(
                 types::DEGRADED,
                 true,
-                "SecretMissing",
+                "CredentialsRejected",
                 "Secret x not found",
             )],
             None,
             Timestamp::UNIX_EPOCH,
         );
-        let notices = transition_notices(&old, &new);
-        let reasons: Vec<&str> = notices.iter().map(|n| n.reason).collect();
-        assert_eq!(reasons, ["ModeChanged", "SecretMissing"]);
+        let mut notices: Vec<Notice> = mode_notice(&old, &new).into_iter().collect();
+        notices.extend(transition_notices(&old, &new));
+        let reasons: Vec<Reason> = notices.iter().map(|n| n.reason).collect();
+        assert_eq!(reasons, [Reason::ModeChanged, Reason::CredentialsRejected]);
         assert!(notices.iter().all(|n| n.warning));
         assert!(transition_notices(&new, &new).is_empty(), "no repeats without a change");
+        assert!(mode_notice(&new, &new).is_none());
     }
 }

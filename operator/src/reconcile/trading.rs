@@ -2,46 +2,19 @@
 //! (independently of the bot's own guards), acknowledgements, auto-resume and the effective
 //! mode written to status (which the bot obeys).
 
+use super::notice::{Notice, Reason};
 use crate::scrape::Observation;
 use k8s_openapi::jiff::Timestamp;
 use rust_decimal::Decimal;
 use std::time::{Duration, Instant};
 use tradingbot_crds::guards::{self, Breach, GuardKind, GuardObservation, HealthyStreaks};
-use tradingbot_crds::mode::{ModeInput, most_restrictive};
+use tradingbot_crds::mode::{ModeSource, most_restrictive_of};
 use tradingbot_crds::spec::Guards;
 use tradingbot_crds::status::{AckRecord, AckResult, GuardTrip, TradingBotStatus};
 use tradingbot_crds::{Instance, TradingBotSpec, TradingMode};
 
-/// Something a human would want to see as an Event (and a log line).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Notice {
-    pub warning: bool,
-    pub reason: &'static str,
-    pub action: &'static str,
-    pub note: String,
-}
-
-impl Notice {
-    pub fn normal(reason: &'static str, action: &'static str, note: impl Into<String>) -> Self {
-        Self {
-            warning: false,
-            reason,
-            action,
-            note: note.into(),
-        }
-    }
-    pub fn warning(reason: &'static str, action: &'static str, note: impl Into<String>) -> Self {
-        Self {
-            warning: true,
-            reason,
-            action,
-            note: note.into(),
-        }
-    }
-}
-
 /// What the guards see of one instance right now.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct InstanceView {
     pub observed: GuardObservation,
     /// A scrape happened since the last evaluation (counts as a cycle for auto-resume).
@@ -113,8 +86,7 @@ pub struct TradingInputs<'a> {
 pub struct TradingOutcome {
     pub trips: Vec<GuardTrip>,
     pub last_ack: Option<AckRecord>,
-    pub mode: TradingMode,
-    pub mode_reason: String,
+    pub mode: EffectiveMode,
     pub canary_mode: Option<TradingMode>,
     pub notices: Vec<Notice>,
     /// Trips latched this time (for metrics).
@@ -177,8 +149,7 @@ pub fn decide(input: &TradingInputs<'_>, streaks: &mut HealthyStreaks) -> Tradin
                 .map(|d| format!(" (metrics unreachable for {} s)", d.as_secs()))
                 .unwrap_or_default();
             notices.push(Notice::warning(
-                "GuardTripped",
-                "LatchTrip",
+                Reason::GuardTripped,
                 format!(
                     "{instance} guard {} reached {} >= {} level {}{unreachable}: trip {} latched; the bot is now at least {}",
                     trip.guard, trip.value, trip.level, trip.threshold, trip.id, trip.level
@@ -199,8 +170,7 @@ pub fn decide(input: &TradingInputs<'_>, streaks: &mut HealthyStreaks) -> Tradin
         for trip in streaks.observe(&trips, guards, observed_for) {
             trips.retain(|t| t.id != trip.id);
             notices.push(Notice::normal(
-                "TripReleased",
-                "AutoResume",
+                Reason::TripReleased,
                 format!(
                     "trip {} ({} {}) released after {} healthy scrapes in a row (resume: Auto)",
                     trip.id,
@@ -229,8 +199,7 @@ pub fn decide(input: &TradingInputs<'_>, streaks: &mut HealthyStreaks) -> Tradin
                     trip.id, trip.guard, trip.level
                 );
                 notices.push(Notice::normal(
-                    "TripAcknowledged",
-                    "AcknowledgeTrip",
+                    Reason::TripAcknowledged,
                     format!("{message} by annotation"),
                 ));
                 AckRecord {
@@ -243,8 +212,7 @@ pub fn decide(input: &TradingInputs<'_>, streaks: &mut HealthyStreaks) -> Tradin
             }
             Err(why) => {
                 notices.push(Notice::warning(
-                    "AckRefused",
-                    "AcknowledgeTrip",
+                    Reason::AckRefused,
                     format!("acknowledgement {value:?} refused: {why}"),
                 ));
                 let guard = trips.iter().find(|t| t.id == trip_id).map(|t| t.guard.clone());
@@ -260,56 +228,58 @@ pub fn decide(input: &TradingInputs<'_>, streaks: &mut HealthyStreaks) -> Tradin
         last_ack = Some(record);
     }
 
-    let (mode, mode_reason) = effective_mode(input.spec, input.deleting, &trips, Instance::Prod);
+    let mode = effective_mode(input.spec, input.deleting, &trips, Instance::Prod);
     let canary_mode = input
         .canary
-        .map(|_| effective_mode(input.spec, input.deleting, &trips, Instance::Canary).0);
+        .map(|_| effective_mode(input.spec, input.deleting, &trips, Instance::Canary).mode);
     TradingOutcome {
         trips,
         last_ack,
         mode,
-        mode_reason,
         canary_mode,
         notices,
         tripped,
     }
 }
 
+/// The effective mode of one instance, why, and what imposes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EffectiveMode {
+    pub mode: TradingMode,
+    /// In words, naming every source of the restriction (`status.modeReason`).
+    pub reason: String,
+    /// Every source of the restriction (empty when Normal).
+    pub sources: Vec<ModeSource>,
+}
+
 /// The most restrictive of the spec's switches, a deletion in progress and the latched trips of
 /// `instance`.
-pub fn effective_mode(
-    spec: &TradingBotSpec,
-    deleting: bool,
-    trips: &[GuardTrip],
-    instance: Instance,
-) -> (TradingMode, String) {
+pub fn effective_mode(spec: &TradingBotSpec, deleting: bool, trips: &[GuardTrip], instance: Instance) -> EffectiveMode {
     let mine: Vec<GuardTrip> = trips.iter().filter(|t| t.instance == instance).cloned().collect();
+    let trip_mode = guards::mode_of_trips(&mine);
+    let trip_reason = guards::reason_of_trips(&mine).unwrap_or_default();
     let mut inputs = vec![
-        ModeInput::new(
-            if spec.halted {
-                TradingMode::Halted
-            } else {
-                TradingMode::Normal
-            },
-            "spec.halted",
+        (
+            TradingMode::from_switches(false, spec.halted),
+            ModeSource::SpecHalted,
+            "spec.halted".to_string(),
         ),
-        ModeInput::new(
-            if spec.reduce_only {
-                TradingMode::ReduceOnly
-            } else {
-                TradingMode::Normal
-            },
-            "spec.reduceOnly",
+        (
+            TradingMode::from_switches(spec.reduce_only, false),
+            ModeSource::SpecReduceOnly,
+            "spec.reduceOnly".to_string(),
         ),
-        ModeInput::new(
-            guards::mode_of_trips(&mine),
-            guards::reason_of_trips(&mine).unwrap_or_default(),
-        ),
+        (trip_mode, ModeSource::GuardTrip, trip_reason),
     ];
     if deleting {
-        inputs.push(ModeInput::new(TradingMode::Halted, "the TradingBot is being deleted"));
+        inputs.push((
+            TradingMode::Halted,
+            ModeSource::Deleting,
+            "the TradingBot is being deleted".to_string(),
+        ));
     }
-    most_restrictive(&inputs)
+    let (mode, sources, reason) = most_restrictive_of(&inputs);
+    EffectiveMode { mode, reason, sources }
 }
 
 #[cfg(test)]
@@ -363,7 +333,7 @@ mod tests {
     fn apply(status: &mut TradingBotStatus, out: &TradingOutcome) {
         status.trips = out.trips.clone();
         status.last_ack = out.last_ack.clone();
-        status.mode = Some(out.mode);
+        status.mode = Some(out.mode.mode);
     }
 
     #[test]
@@ -372,11 +342,11 @@ mod tests {
         let mut status = TradingBotStatus::default();
         let mut streaks = HealthyStreaks::default();
         let out = run(&s, &status, view(dec!(600)), None, &mut streaks);
-        assert_eq!(out.mode, TradingMode::ReduceOnly);
-        assert_eq!(out.notices[0].reason, "GuardTripped");
+        assert_eq!(out.mode.mode, TradingMode::ReduceOnly);
+        assert_eq!(out.notices[0].reason, Reason::GuardTripped);
         apply(&mut status, &out);
         let out = run(&s, &status, view(dec!(1200)), None, &mut streaks);
-        assert_eq!(out.mode, TradingMode::Halted);
+        assert_eq!(out.mode.mode, TradingMode::Halted);
         apply(&mut status, &out);
         let halted_id = status
             .trips
@@ -387,13 +357,13 @@ mod tests {
             .clone();
         // Acknowledging while the loss is still over the level is refused and recorded.
         let out = run(&s, &status, view(dec!(1100)), Some(&halted_id), &mut streaks);
-        assert_eq!(out.mode, TradingMode::Halted);
+        assert_eq!(out.mode.mode, TradingMode::Halted);
         assert_eq!(out.last_ack.as_ref().unwrap().result, AckResult::Refused);
-        assert!(out.notices.iter().any(|n| n.reason == "AckRefused" && n.warning));
+        assert!(out.notices.iter().any(|n| n.reason == Reason::AckRefused && n.warning));
         apply(&mut status, &out);
         // The same annotation value is not processed twice.
         let out = run(&s, &status, view(dec!(100)), Some(&halted_id), &mut streaks);
-        assert_eq!(out.mode, TradingMode::Halted);
+        assert_eq!(out.mode.mode, TradingMode::Halted);
         // Re-acknowledging (a new value) after recovery releases it; the ReduceOnly trip stays.
         let out = run(
             &s,
@@ -403,7 +373,7 @@ mod tests {
             &mut streaks,
         );
         assert_eq!(out.last_ack.as_ref().unwrap().result, AckResult::Accepted);
-        assert_eq!(out.mode, TradingMode::ReduceOnly);
+        assert_eq!(out.mode.mode, TradingMode::ReduceOnly);
     }
 
     #[test]
@@ -417,8 +387,8 @@ mod tests {
             None,
             &mut HealthyStreaks::default(),
         );
-        assert_eq!(out.mode, TradingMode::Halted);
-        assert!(out.mode_reason.contains("spec.halted"));
+        assert_eq!(out.mode.mode, TradingMode::Halted);
+        assert_eq!(out.mode.sources, [ModeSource::SpecHalted]);
     }
 
     #[test]
@@ -434,17 +404,17 @@ mod tests {
         stale.new_scrape = false;
         for _ in 0..5 {
             assert_eq!(
-                run(&s, &status, stale.clone(), None, &mut streaks).mode,
+                run(&s, &status, stale.clone(), None, &mut streaks).mode.mode,
                 TradingMode::ReduceOnly
             );
         }
         assert_eq!(
-            run(&s, &status, view(dec!(0)), None, &mut streaks).mode,
+            run(&s, &status, view(dec!(0)), None, &mut streaks).mode.mode,
             TradingMode::ReduceOnly
         );
         let out = run(&s, &status, view(dec!(0)), None, &mut streaks);
-        assert_eq!(out.mode, TradingMode::Normal);
-        assert!(out.notices.iter().any(|n| n.reason == "TripReleased"));
+        assert_eq!(out.mode.mode, TradingMode::Normal);
+        assert!(out.notices.iter().any(|n| n.reason == Reason::TripReleased));
     }
 
     #[test]
@@ -479,7 +449,7 @@ mod tests {
             None,
             &mut HealthyStreaks::default(),
         );
-        assert_eq!(out.mode, TradingMode::ReduceOnly);
+        assert_eq!(out.mode.mode, TradingMode::ReduceOnly);
         assert!(
             out.notices[0].note.contains("metrics unreachable for 45 s"),
             "{}",
@@ -501,7 +471,7 @@ mod tests {
         v.bot_latched = vec![("dailyLoss".into(), TradingMode::ReduceOnly, 1_795_219_000)];
         let mut status = TradingBotStatus::default();
         let out = run(&s, &status, v.clone(), None, &mut HealthyStreaks::default());
-        assert_eq!(out.mode, TradingMode::ReduceOnly);
+        assert_eq!(out.mode.mode, TradingMode::ReduceOnly);
         // After an accepted ack for that guard, the same (older) bot latch is not re-adopted.
         status.last_ack = Some(AckRecord {
             value: "x".into(),
@@ -511,7 +481,7 @@ mod tests {
             time: "2026-11-21T00:00:00Z".into(),
         });
         assert_eq!(
-            run(&s, &status, v, None, &mut HealthyStreaks::default()).mode,
+            run(&s, &status, v, None, &mut HealthyStreaks::default()).mode.mode,
             TradingMode::Normal
         );
     }

@@ -84,4 +84,59 @@ pub async fn namespace_with_operator(prefix: &str, values: Value) -> TestNamespa
     ns.deploy_operator(values);
     ns
 }
+pub mod hostbot;
 pub mod sim;
+
+/// A pod that only anchors a pod-bound token: the bot image running the paper exchange as a
+/// plain, unmanaged process under `service_account` (it holds no Lease and reaches no
+/// exchange). Returns its uid once it runs.
+pub async fn anchor_pod(ns: &TestNamespace, name: &str, service_account: &str) -> String {
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "serviceAccountName": service_account,
+            "automountServiceAccountToken": false,
+            "containers": [{
+                "name": "anchor", "image": "perps-bot:dev", "imagePullPolicy": "Never",
+                "args": ["--profile", "dev", "--metrics-file", "/tmp/metrics.json", "--metrics-addr", "127.0.0.1:9999"],
+            }],
+        }
+    });
+    ns.apply(&pod.to_string()).expect("anchor pod");
+    eventually(Duration::from_secs(60), "the anchor pod running", || {
+        let phase = pod_field(ns, name, "{.status.phase}");
+        async move { (phase == "Running").then_some(()) }
+    })
+    .await;
+    pod_field(ns, name, "{.metadata.uid}")
+}
+
+/// The ids of a status's latched trips.
+pub fn trip_ids(status: &Value) -> std::collections::BTreeSet<String> {
+    status["trips"]
+        .as_array()
+        .map(|t| t.iter().filter_map(|t| t["id"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+/// Acknowledge every latched trip (a new annotation value per attempt, as a human retrying
+/// would) until none is left and the bot is back to Normal.
+pub async fn acknowledge_all(ns: &TestNamespace, bot: &str) {
+    let mut attempt = 0;
+    eventually(Duration::from_secs(180), "every trip acknowledged", || {
+        attempt += 1;
+        let status = ns.tradingbot(bot)["status"].clone();
+        if let Some(id) = trip_ids(&status).into_iter().next() {
+            let _ = ns.kubectl_result(&[
+                "annotate",
+                "tb",
+                bot,
+                "--overwrite",
+                &format!("trading.gpttrader.io/ack-trip={id}@{attempt}"),
+            ]);
+        }
+        async move { (trip_ids(&status).is_empty() && status["mode"] == "Normal").then_some(()) }
+    })
+    .await;
+}

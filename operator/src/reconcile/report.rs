@@ -1,0 +1,432 @@
+//! Step 6, report (pure): the status and the Events that follow from what was decided and what
+//! the apply step managed to do.
+
+use super::apply::{Applied, ChildIssue, PodStep};
+use super::decide::{ChildrenPlan, Decision};
+use super::notice::{Notice, Reason};
+use super::observe::Observed;
+use super::status::{self, Wanted, types};
+use tradingbot_crds::mode::ModeSource;
+use tradingbot_crds::status::{Phase, RolloutPhase, RolloutStatus, TradingBotStatus};
+use tradingbot_crds::{Instance, TradingMode};
+
+/// The status to write and the Events to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub status: TradingBotStatus,
+    pub notices: Vec<Notice>,
+}
+
+/// What the pods are doing, for phase and conditions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct PodProgress {
+    /// The prod pod is being (re)started: the Progressing reason.
+    prod: Option<&'static str>,
+    deferred: Option<usize>,
+}
+
+fn pod_notices(applied: &Applied, notices: &mut Vec<Notice>) -> PodProgress {
+    let mut progress = PodProgress::default();
+    for (instance, step) in [
+        (Instance::Canary, &applied.pods.canary),
+        (Instance::Prod, &applied.pods.prod),
+    ] {
+        let prod = instance == Instance::Prod;
+        match step {
+            Some(PodStep::Created) => {
+                notices.push(Notice::normal(Reason::PodCreated, format!("{instance} pod created")));
+                if prod {
+                    progress.prod.get_or_insert("PodCreating");
+                }
+            }
+            Some(PodStep::Stopping { why }) => {
+                notices.push(Notice::normal(
+                    Reason::PodStopping,
+                    format!("{instance} pod stopping ({why}); a replacement starts only once it is gone"),
+                ));
+                if prod {
+                    progress.prod = Some("PodReplacing");
+                }
+            }
+            Some(PodStep::WaitingForStop) if prod => progress.prod = Some("PodReplacing"),
+            Some(PodStep::RestartDeferred { restarting }) => progress.deferred = Some(*restarting),
+            _ => {}
+        }
+    }
+    progress
+}
+
+fn phase(observed: &Observed, decision: &Decision, progress: &PodProgress) -> Phase {
+    let spec = &observed.bot.spec;
+    let prod_ready = observed.pods.prod.ours().is_some_and(|p| p.ready && !p.terminating);
+    if observed.deleting() {
+        Phase::Terminating
+    } else if spec.paused {
+        Phase::Paused
+    } else if !decision.problems.is_empty() || !decision.credentials.is_empty() {
+        Phase::Degraded
+    } else if prod_ready && progress.prod.is_none() {
+        Phase::Running
+    } else {
+        Phase::Pending
+    }
+}
+
+fn ready_condition(phase: Phase, prod_ready: bool) -> Wanted {
+    match phase {
+        Phase::Running => Wanted::new(types::READY, true, "PodReady", "the bot pod is running and ready"),
+        Phase::Paused => Wanted::new(
+            types::READY,
+            prod_ready,
+            "Paused",
+            "spec.paused: the operator changes nothing",
+        ),
+        Phase::Degraded => Wanted::new(types::READY, false, "Degraded", "see the Degraded condition"),
+        Phase::Terminating => Wanted::new(types::READY, false, "Terminating", "the TradingBot is being deleted"),
+        Phase::Pending => Wanted::new(
+            types::READY,
+            false,
+            "PodNotReady",
+            "waiting for the bot pod to be ready",
+        ),
+    }
+}
+
+fn progressing(rollout: Option<&RolloutStatus>, progress: &PodProgress) -> Wanted {
+    match (rollout, progress.prod) {
+        (Some(r), _) if r.phase.is_in_progress() => Wanted::new(
+            types::PROGRESSING,
+            true,
+            r.phase.as_str(),
+            r.message.clone().unwrap_or_default(),
+        ),
+        (_, Some(reason)) => Wanted::new(types::PROGRESSING, true, reason, "the bot pod is being (re)started"),
+        _ if progress.deferred.is_some() => Wanted::new(
+            types::PROGRESSING,
+            true,
+            Reason::RestartDeferred.as_str(),
+            format!(
+                "a restart for the operator's sake waits for the fleet's restart budget ({} bot pods restarting)",
+                progress.deferred.unwrap_or_default()
+            ),
+        ),
+        (Some(r), None) if r.phase == RolloutPhase::Aborted => Wanted::new(
+            types::PROGRESSING,
+            false,
+            "RolloutAborted",
+            r.message.clone().unwrap_or_default(),
+        ),
+        (Some(r), None) if r.phase == RolloutPhase::Promoted => Wanted::new(
+            types::PROGRESSING,
+            false,
+            "RolloutComplete",
+            r.message.clone().unwrap_or_default(),
+        ),
+        _ => Wanted::new(types::PROGRESSING, false, "Idle", "nothing to roll out"),
+    }
+}
+
+fn degraded(decision: &Decision) -> Wanted {
+    if !decision.problems.is_empty() {
+        let text = decision.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        return Wanted::new(types::DEGRADED, true, Reason::InvalidSpec.as_str(), text.join("; "));
+    }
+    if !decision.credentials.is_empty() {
+        return Wanted::new(
+            types::DEGRADED,
+            true,
+            Reason::CredentialsRejected.as_str(),
+            decision.credentials.join("; "),
+        );
+    }
+    Wanted::new(types::DEGRADED, false, "AsExpected", "the spec is valid")
+}
+
+/// The ReduceOnly / Halted condition: True with what imposes it, when the mode is `level`.
+pub fn mode_condition(
+    type_: &'static str,
+    level: TradingMode,
+    mode: TradingMode,
+    sources: &[ModeSource],
+    reason: &str,
+) -> Wanted {
+    if mode != level {
+        return Wanted::new(type_, false, "NotInForce", format!("mode is {mode}"));
+    }
+    let why = if sources.contains(&ModeSource::Deleting) {
+        "Deleting"
+    } else if sources.contains(&ModeSource::GuardTrip) {
+        "GuardTripped"
+    } else {
+        "ManualIntent"
+    };
+    Wanted::new(type_, true, why, reason)
+}
+
+fn metrics_reachable(observed: &Observed, decision: &Decision) -> Option<Wanted> {
+    let view = decision.views.prod.as_ref()?;
+    Some(match view.unreachable_for {
+        Some(_) => Wanted::new(
+            types::METRICS_REACHABLE,
+            false,
+            "ScrapeFailing",
+            // Stable text (no running counters): status is written only when it changes.
+            format!(
+                "no successful scrape since {}; treated as stale market data",
+                observed
+                    .scrapes
+                    .prod
+                    .as_ref()
+                    .and_then(|o| o.last_ok_at)
+                    .map_or_else(|| "scraping started".to_string(), |t| format!("{t:.0}"))
+            ),
+        ),
+        None => Wanted::new(types::METRICS_REACHABLE, true, "Scraped", "bot metrics are readable"),
+    })
+}
+
+fn service_monitor(observed: &Observed, applied: &Applied) -> Option<Wanted> {
+    if !observed.bot.spec.metrics.service_monitor.enabled {
+        return None;
+    }
+    Some(match (observed.service_monitor_api, applied.service_monitor) {
+        (false, _) => Wanted::new(
+            types::SERVICE_MONITOR,
+            false,
+            "APIMissing",
+            "the monitoring.coreos.com/v1 ServiceMonitor API is not installed",
+        ),
+        (true, Some(true)) => Wanted::new(
+            types::SERVICE_MONITOR,
+            true,
+            "Created",
+            "a ServiceMonitor selects the bot's metrics Services",
+        ),
+        (true, _) => Wanted::new(
+            types::SERVICE_MONITOR,
+            false,
+            "NotApplied",
+            "the ServiceMonitor could not be written (see ChildrenApplied)",
+        ),
+    })
+}
+
+fn children_applied(applied: &Applied) -> Wanted {
+    if applied.problems.is_empty() {
+        return Wanted::new(
+            types::CHILDREN_APPLIED,
+            true,
+            "AsDesired",
+            "every child object is as desired",
+        );
+    }
+    let owned = applied
+        .problems
+        .iter()
+        .any(|p| matches!(p.issue, ChildIssue::OwnedByOther(_)));
+    let text: Vec<String> = applied.problems.iter().map(|p| p.to_string()).collect();
+    Wanted::new(
+        types::CHILDREN_APPLIED,
+        false,
+        if owned { "OwnedByOther" } else { "WriteFailed" },
+        format!("{}; retried with backoff", text.join("; ")),
+    )
+}
+
+/// Warning Events for child problems, once per change of what is wrong.
+fn child_notices(old: &TradingBotStatus, new: &TradingBotStatus, applied: &Applied, notices: &mut Vec<Notice>) {
+    let message = |s: &TradingBotStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == types::CHILDREN_APPLIED && c.status == "False")
+            .map(|c| c.message.clone())
+    };
+    if message(new).is_none() || message(new) == message(old) {
+        return;
+    }
+    for problem in &applied.problems {
+        let reason = match problem.issue {
+            ChildIssue::WriteFailed(_) => Reason::ChildWriteFailed,
+            ChildIssue::OwnedByOther(_) => Reason::ChildOwnedByOther,
+        };
+        notices.push(Notice::warning(reason, problem.to_string()));
+    }
+}
+
+/// The status after this pass, and its Events.
+pub fn report(observed: &Observed, decision: &Decision, applied: &Applied) -> Report {
+    let old = observed.bot.status.clone().unwrap_or_default();
+    let mut notices = decision.notices.clone();
+    let progress = pod_notices(applied, &mut notices);
+    let phase = phase(observed, decision, &progress);
+    let prod_ready = observed.pods.prod.ours().is_some_and(|p| p.ready);
+    let mode = &decision.trading.mode;
+    let mut wanted = vec![
+        ready_condition(phase, prod_ready),
+        progressing(decision.rollout.as_ref(), &progress),
+        degraded(decision),
+        mode_condition(
+            types::REDUCE_ONLY,
+            TradingMode::ReduceOnly,
+            mode.mode,
+            &mode.sources,
+            &mode.reason,
+        ),
+        mode_condition(
+            types::HALTED,
+            TradingMode::Halted,
+            mode.mode,
+            &mode.sources,
+            &mode.reason,
+        ),
+    ];
+    wanted.extend(metrics_reachable(observed, decision));
+    wanted.extend(service_monitor(observed, applied));
+    if matches!(decision.children, ChildrenPlan::Converge(_)) {
+        wanted.push(children_applied(applied));
+    }
+    let generation = observed.bot.metadata.generation;
+    let new = TradingBotStatus {
+        observed_generation: generation,
+        phase: Some(phase),
+        current_version: decision.current_version.clone(),
+        canary_version: decision.canary_version.clone(),
+        rollout: decision.rollout.clone(),
+        conditions: status::conditions(&old.conditions, wanted, generation, observed.now),
+        ..decision.enforcement.clone()
+    };
+    notices.extend(status::transition_notices(&old, &new));
+    child_notices(&old, &new, applied, &mut notices);
+    Report { status: new, notices }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Settings;
+    use crate::context::BotMemory;
+    use crate::reconcile::apply::{ChildProblem, PodStep};
+    use crate::reconcile::decide::decide;
+    use crate::reconcile::fixtures::{self, guarded_spec, observed, ours, pod, scrape};
+    use crate::reconcile::observe::PerInstance;
+
+    fn refused() -> Applied {
+        Applied {
+            pods: PerInstance {
+                prod: Some(PodStep::Steady),
+                canary: Some(PodStep::Blocked),
+            },
+            problems: vec![ChildProblem {
+                kind: "ConfigMap".into(),
+                name: "btc--canary-config".into(),
+                issue: ChildIssue::WriteFailed("exceeded quota: no-canary (403 Forbidden)".into()),
+            }],
+            service_monitor: None,
+        }
+    }
+
+    #[test]
+    fn a_refused_child_is_named_in_a_condition_and_one_warning_while_the_mode_stands() {
+        let status = TradingBotStatus {
+            mode: Some(TradingMode::Normal),
+            current_version: Some("bot:v1".into()),
+            ..Default::default()
+        };
+        let o = observed(
+            fixtures::bot("btc", guarded_spec(), status),
+            ours(pod("btc", "bot:v1", true)),
+            Some(scrape(45, TradingMode::Normal, 0)),
+        );
+        let d = decide(&o, &Settings::for_tests(), &mut BotMemory::default());
+        let report = report(&o, &d, &refused());
+        let c = report
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == types::CHILDREN_APPLIED)
+            .unwrap();
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "WriteFailed"));
+        assert!(
+            c.message.contains("ConfigMap btc--canary-config: exceeded quota"),
+            "{}",
+            c.message
+        );
+        assert_eq!(
+            report.status.mode,
+            Some(TradingMode::Halted),
+            "the refusal changes nothing about the mode"
+        );
+        let warnings: Vec<Reason> = report.notices.iter().filter(|n| n.warning).map(|n| n.reason).collect();
+        assert!(warnings.contains(&Reason::ChildWriteFailed), "{warnings:?}");
+        // The same refusal again: no second Event.
+        let mut again = o.clone();
+        let mut stored = (*o.bot).clone();
+        stored.status = Some(report.status.clone());
+        again.bot = std::sync::Arc::new(stored);
+        let d = decide(&again, &Settings::for_tests(), &mut BotMemory::default());
+        let report = super::report(&again, &d, &refused());
+        assert!(!report.notices.iter().any(|n| n.reason == Reason::ChildWriteFailed));
+    }
+
+    #[test]
+    fn mode_conditions_name_their_source_by_kind() {
+        let c = mode_condition(
+            types::HALTED,
+            TradingMode::Halted,
+            TradingMode::Halted,
+            &[ModeSource::SpecHalted, ModeSource::GuardTrip],
+            "x",
+        );
+        assert_eq!(c.reason, "GuardTripped");
+        let c = mode_condition(
+            types::HALTED,
+            TradingMode::Halted,
+            TradingMode::Halted,
+            &[ModeSource::SpecHalted],
+            "spec.halted",
+        );
+        assert_eq!(c.reason, "ManualIntent");
+        let c = mode_condition(
+            types::HALTED,
+            TradingMode::Halted,
+            TradingMode::Halted,
+            &[ModeSource::Deleting],
+            "d",
+        );
+        assert_eq!(c.reason, "Deleting");
+        let c = mode_condition(types::HALTED, TradingMode::Halted, TradingMode::ReduceOnly, &[], "r");
+        assert_eq!((c.status, c.reason.as_str()), (false, "NotInForce"));
+    }
+
+    #[test]
+    fn credentials_refused_by_the_bot_make_it_degraded() {
+        let mut spec = guarded_spec();
+        spec.profile = tradingbot_crds::Profile::Prod;
+        spec.exchange.credentials_secret = Some("coinbase-prod".into());
+        let o = observed(
+            fixtures::bot("btc", spec, TradingBotStatus::default()),
+            ours(fixtures::pod_refusing_credentials(
+                "btc",
+                "credentials from Secret \"coinbase-prod\": empty",
+            )),
+            None,
+        );
+        let d = decide(&o, &Settings::for_tests(), &mut BotMemory::default());
+        let report = report(&o, &d, &Applied::default());
+        assert_eq!(report.status.phase, Some(Phase::Degraded));
+        let c = report
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == types::DEGRADED)
+            .unwrap();
+        assert_eq!(c.reason, "CredentialsRejected");
+        assert!(c.message.contains("coinbase-prod"));
+        assert!(
+            report
+                .notices
+                .iter()
+                .any(|n| n.reason == Reason::CredentialsRejected && n.warning)
+        );
+    }
+}
