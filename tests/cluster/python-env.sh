@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Provides a Python venv with the PyPI package helm-python-sdk (Helm v4's Go
+# Provides a Python venv with the PyPI packages helm-python-sdk (Helm v4's Go
 # SDK bundled in the wheel: chart lint/render without a helm binary) and
-# prints the venv's python path.
+# coinbase-advanced-py (Coinbase's official Advanced Trade SDK: the exchange
+# simulator's conformance suite drives the simulator with it) and prints the
+# venv's python path.
 #
-#   "$(tests/cluster/python-env.sh)" -c 'import helm_python'
+#   "$(tests/cluster/python-env.sh)" -c 'import helm_python, coinbase.rest'
 #
-# The import name is `helm_python`. Cached in $TB_CACHE/venv; (re)installed
-# only when the package is missing or has another version.
+# The import names are `helm_python` and `coinbase`. Cached in $TB_CACHE/venv;
+# (re)installed only when a package is missing or has another version.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/lib.sh"
 
 HELM_SDK_VERSION=0.2.2
+COINBASE_SDK_VERSION=1.8.4
 VENV=$TB_CACHE/venv
 PY=$VENV/bin/python
 
@@ -24,6 +27,15 @@ import sys
 from importlib.metadata import version
 import helm_python  # noqa: F401
 sys.exit(version("helm-python-sdk") != sys.argv[1])
+PYEOF
+}
+
+have_coinbase_sdk() {
+  [[ -x $PY ]] && "$PY" - "$COINBASE_SDK_VERSION" >/dev/null 2>&1 <<'PYEOF'
+import sys
+from importlib.metadata import version
+import coinbase.rest  # noqa: F401
+sys.exit(version("coinbase-advanced-py") != sys.argv[1])
 PYEOF
 }
 
@@ -40,5 +52,10 @@ if ! have_sdk; then
   log "installing helm-python-sdk==$HELM_SDK_VERSION"
   "$PY" -m pip install -q --disable-pip-version-check "helm-python-sdk==$HELM_SDK_VERSION" >&2
   have_sdk || die "helm_python does not import from $VENV"
+fi
+if ! have_coinbase_sdk; then
+  log "installing coinbase-advanced-py==$COINBASE_SDK_VERSION"
+  "$PY" -m pip install -q --disable-pip-version-check "coinbase-advanced-py==$COINBASE_SDK_VERSION" >&2
+  have_coinbase_sdk || die "coinbase (coinbase-advanced-py) does not import from $VENV"
 fi
 echo "$PY"

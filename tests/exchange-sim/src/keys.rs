@@ -77,10 +77,7 @@ pub fn generate_key(algorithm: KeyAlgorithm) -> GeneratedKey {
     let (private_key_pem, public_key_pem) = match algorithm {
         KeyAlgorithm::Es256 => {
             let secret = p256::SecretKey::random(&mut OsRng);
-            let private = secret
-                .to_sec1_pem(LineEnding::LF)
-                .map(|pem| pem.to_string())
-                .unwrap_or_default();
+            let private = sec1_pem_with_curve(&secret);
             let public = secret
                 .public_key()
                 .to_public_key_pem(LineEnding::LF)
@@ -103,6 +100,35 @@ pub fn generate_key(algorithm: KeyAlgorithm) -> GeneratedKey {
         private_key_pem,
         public_key_pem,
     }
+}
+
+/// OID 1.2.840.10045.3.1.7 (prime256v1), DER-encoded.
+const PRIME256V1: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+
+/// The SEC1 `EC PRIVATE KEY` PEM as Coinbase (and OpenSSL) write it: version, private key, the
+/// named curve (`[0]`, which OpenSSL and Python's `cryptography` need to load it) and the
+/// public key (`[1]`).
+fn sec1_pem_with_curve(secret: &p256::SecretKey) -> String {
+    let private = secret.to_bytes();
+    let public = secret.public_key().to_encoded_point(false);
+    let mut body = vec![0x02, 0x01, 0x01, 0x04, 0x20];
+    body.extend_from_slice(&private);
+    body.extend_from_slice(&[0xa0, PRIME256V1.len() as u8]);
+    body.extend_from_slice(&PRIME256V1);
+    body.extend_from_slice(&[0xa1, 0x44, 0x03, 0x42, 0x00]);
+    body.extend_from_slice(public.as_bytes());
+    let mut der = vec![0x30, body.len() as u8];
+    der.extend(body);
+    let encoded = BASE64.encode(der);
+    let lines: Vec<&str> = encoded
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect();
+    format!(
+        "-----BEGIN EC PRIVATE KEY-----\n{}\n-----END EC PRIVATE KEY-----\n",
+        lines.join("\n")
+    )
 }
 
 /// Why a key could not be registered.
@@ -193,6 +219,23 @@ mod tests {
         }
         let es = generate_key(KeyAlgorithm::Es256);
         assert!(es.private_key_pem.starts_with("-----BEGIN EC PRIVATE KEY-----"));
+        // The SEC1 key names its curve, as OpenSSL writes it (other clients need that), and
+        // round-trips to the same key pair.
+        let der = BASE64
+            .decode(
+                es.private_key_pem
+                    .lines()
+                    .filter(|l| !l.starts_with("-----"))
+                    .collect::<String>(),
+            )
+            .unwrap();
+        assert_eq!(der.len(), 121);
+        assert!(der.windows(PRIME256V1.len()).any(|w| w == PRIME256V1));
+        let secret = p256::SecretKey::from_sec1_pem(&es.private_key_pem).unwrap();
+        assert_eq!(
+            secret.public_key().to_public_key_pem(LineEnding::LF).unwrap(),
+            es.public_key_pem
+        );
         let ed = generate_key(KeyAlgorithm::EdDsa);
         assert_eq!(BASE64.decode(&ed.private_key_pem).unwrap().len(), 64);
     }

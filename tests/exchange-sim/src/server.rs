@@ -37,6 +37,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(rest::not_found)
         .method_not_allowed_fallback(rest::method_not_allowed)
         .layer(from_fn_with_state(state.clone(), gate::record_stats))
+        .layer(axum::middleware::from_fn(gate::read_body))
         .with_state(state)
 }
 

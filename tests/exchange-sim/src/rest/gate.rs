@@ -132,6 +132,24 @@ pub async fn latency(State(state): State<AppState>, request: Request, next: Next
     response
 }
 
+/// Largest request body read.
+const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// Reads every request body in full before routing, whatever the method. Clients (Coinbase's
+/// own Python SDK among them) send a JSON body `{}` with GET requests; a handler that ignores
+/// it would leave it unread, and the connection would then be closed instead of kept alive,
+/// breaking the client's next request on it. Coinbase keeps such connections open.
+pub async fn read_body(request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Err(_) => ApiError::BadRequest(format!("request body larger than {MAX_BODY_BYTES} bytes")).into_response(),
+    }
+}
+
 /// Counts requests by route template and status.
 pub async fn record_stats(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request

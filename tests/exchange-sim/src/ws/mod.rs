@@ -159,7 +159,12 @@ impl Connection {
             let step = tokio::select! {
                 incoming = stream.next() => match incoming {
                     Some(Ok(Message::Text(text))) => self.on_client_message(&mut sink, text.as_str()).await,
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => Err(Exit::Gone),
+                    Some(Ok(Message::Close(frame))) => {
+                        // Complete the closing handshake (clients wait for the echo).
+                        let _ = sink.send(Message::Close(frame)).await;
+                        Err(Exit::Gone)
+                    }
+                    None | Some(Err(_)) => Err(Exit::Gone),
                     Some(Ok(_)) => Ok(()),
                 },
                 event = events.recv() => match event {
