@@ -1,13 +1,18 @@
 //! The end-to-end suite's toolbox. A [`Flow`] is one user flow in its own namespace, with the
 //! operator installed from the chart and (optionally) the exchange simulator running as a pod.
-//! Flows drive the system with the exact commands the docs give ([`Flow::sh`]), and
-//! [`doc_commands`] lists those commands so a test can prove every one of them is run.
+//! Flows drive the system with the exact commands the docs give ([`Flow::sh`], a [`Shell`]);
+//! [`docs`] reads those commands from the docs, and the documentation test
+//! (tests/docs_commands.rs) runs every one of them.
+
+pub mod docs;
+pub mod shell;
+
+pub use shell::{Failed, Shell};
 
 use exchange_sim::{GeneratedKey, KeyAlgorithm, generate_key};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 use test_harness::{TestNamespace, eventually, root};
 
@@ -31,7 +36,7 @@ impl SimPod {
 pub struct Flow {
     pub ns: TestNamespace,
     pub sim: Option<SimPod>,
-    pub vars: BTreeMap<String, String>,
+    pub shell: Shell,
     scratch: tempfile_dir::Dir,
 }
 
@@ -77,9 +82,9 @@ impl Flow {
         let ns = cluster.namespace(prefix).await;
         let scratch = tempfile_dir::Dir::new(&format!("e2e-{prefix}"));
         let mut flow = Flow {
+            shell: Shell::new(ns.cluster()),
             ns,
             sim: None,
-            vars: BTreeMap::new(),
             scratch,
         };
         flow.var("NS", &flow.ns.name.clone());
@@ -181,49 +186,21 @@ impl Flow {
     }
 
     pub fn var(&mut self, name: &str, value: &str) {
-        self.vars.insert(name.to_string(), value.to_string());
+        self.shell.var(name, value);
     }
 
-    /// Run a documented command exactly as written (bash, the docs' variables set, the
-    /// cluster's kubectl first on PATH, the repository as the working folder). Panics with the
-    /// output when it fails.
+    /// Run a documented command exactly as written (see [`Shell`]). Panics with the output when
+    /// it fails.
     pub fn sh(&self, command: &str) -> String {
-        self.sh_result(command).unwrap_or_else(|e| panic!("{e}"))
+        self.shell.sh(command)
     }
 
-    pub fn sh_result(&self, command: &str) -> Result<String, String> {
-        let cluster = self.ns.cluster();
-        let bin = cluster
-            .kubectl_path
-            .parent()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        let path = format!(
-            "{bin}:{}:{}",
-            root().join("target/debug").display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let output = Command::new("bash")
-            .args(["-o", "pipefail", "-c", command])
-            .current_dir(root())
-            .env("KUBECONFIG", &cluster.kubeconfig)
-            .env("PATH", path)
-            .envs(&self.vars)
-            .output()
-            .map_err(|e| format!("{command}: {e}"))?;
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        if output.status.success() {
-            Ok(stdout)
-        } else {
-            Err(format!(
-                "`{command}` failed ({}):\n{stdout}\n{}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            ))
-        }
+    pub fn sh_result(&self, command: &str) -> Result<String, Failed> {
+        self.shell.run(command)
     }
 
-    /// Poll a documented command until its output satisfies `accept`.
+    /// Run a documented command until its output satisfies `accept`; a failing run fails the
+    /// flow at once (see [`Shell::sh_until`]).
     pub async fn sh_until(
         &self,
         command: &str,
@@ -231,11 +208,17 @@ impl Flow {
         timeout: Duration,
         accept: impl Fn(&str) -> bool,
     ) -> String {
-        eventually(timeout, what, || {
-            let out = self.sh_result(command).ok().filter(|o| accept(o));
-            async move { out }
+        self.shell.sh_until(command, what, timeout, accept).await
+    }
+
+    /// Wait until the bot's metrics answer through the API server's service proxy (a Service
+    /// with a ready endpoint), so the documented metrics command can run.
+    pub async fn wait_metrics_served(&self, bot: &str, timeout: Duration) {
+        eventually(timeout, &format!("{bot}'s metrics through the API server"), || {
+            let served = self.bot_metric(bot, "perps_bot_cycles_total").is_some();
+            async move { served.then_some(()) }
         })
-        .await
+        .await;
     }
 
     /// POST to the simulator's admin API (faults, balances).
@@ -283,6 +266,40 @@ impl Flow {
     }
 }
 
+/// Buy `orders` × 0.001 BTC through the bot's own order tool in its pod, so the position is the
+/// bot's own (a bot only counts and sells what it bought). Small orders, each retried while the
+/// simulator's book is too thin for the bot's slippage guard (the book moves every tick).
+pub async fn buy_for_the_bot(ns: &TestNamespace, bot: &str, orders: usize) {
+    let buy = [
+        "exec",
+        bot,
+        "--",
+        "/usr/local/bin/perps-bot",
+        "orders",
+        "place",
+        "--symbol",
+        "BTC-USD",
+        "--side",
+        "buy",
+        "--quantity",
+        "0.001",
+    ];
+    for n in 1..=orders {
+        eventually(Duration::from_secs(60), &format!("buy {n} of {orders} placed"), || {
+            let placed = match ns.kubectl_result(&buy) {
+                Ok(out) => {
+                    assert!(out.contains("order_id"), "{out}");
+                    Some(())
+                }
+                Err(e) if format!("{e:#}").contains("slippage_guard") => None,
+                Err(e) => panic!("{e:#}"),
+            };
+            async move { placed }
+        })
+        .await;
+    }
+}
+
 pub async fn get(url: &str) -> Option<String> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let response = reqwest::Client::new()
@@ -293,68 +310,4 @@ pub async fn get(url: &str) -> Option<String> {
         .ok()?;
     response.status().is_success().then_some(())?;
     response.text().await.ok()
-}
-
-/// Every command the docs give users: lines of ```sh blocks and inline `kubectl ...`,
-/// `perps-bot ...` and `curl ...` spans of README.md and docs/*.md (trailing comments dropped).
-pub fn doc_commands() -> Vec<(String, String)> {
-    let mut files = vec![root().join("README.md")];
-    if let Ok(entries) = std::fs::read_dir(root().join("docs")) {
-        let mut docs: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "md"))
-            .collect();
-        docs.sort();
-        files.extend(docs);
-    }
-    let mut commands = Vec::new();
-    for file in files {
-        let name = file.strip_prefix(root()).unwrap_or(&file).display().to_string();
-        let text = std::fs::read_to_string(&file).unwrap_or_default();
-        let mut in_sh = false;
-        for line in text.lines() {
-            let trimmed = line.trim();
-            if trimmed.starts_with("```") {
-                in_sh = !in_sh && trimmed == "```sh";
-                continue;
-            }
-            if in_sh {
-                let command = strip_comment(trimmed);
-                if !command.is_empty() {
-                    commands.push((name.clone(), command));
-                }
-                continue;
-            }
-            for span in line.split('`').skip(1).step_by(2) {
-                if ["kubectl ", "perps-bot ", "curl "].iter().any(|p| span.starts_with(p)) {
-                    commands.push((name.clone(), span.to_string()));
-                }
-            }
-        }
-    }
-    commands
-}
-
-/// Drop a trailing `  # comment` (two spaces before the hash, as the docs write them).
-fn strip_comment(line: &str) -> String {
-    if line.starts_with('#') {
-        return String::new();
-    }
-    match line.find("  #") {
-        Some(at) => line[..at].trim_end().to_string(),
-        None => line.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn comments_are_dropped_but_hashes_in_commands_kept() {
-        assert_eq!(strip_comment("kubectl get tb  # all bots"), "kubectl get tb");
-        assert_eq!(strip_comment("# a comment"), "");
-        assert_eq!(strip_comment("echo a#b"), "echo a#b");
-    }
 }

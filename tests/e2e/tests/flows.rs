@@ -1,10 +1,10 @@
 //! The user flows of the runbook and the design, end to end on the local cluster, each driven
 //! by the commands the docs give (run verbatim by `Flow::sh`).
 
-use e2e::{Flow, get};
+use e2e::{Flow, buy_for_the_bot, get};
 use serde_json::json;
 use std::time::Duration;
-use test_harness::{HostProcess, eventually, root};
+use test_harness::{HostProcess, eventually};
 
 const METRICS: &str = r#"kubectl get --raw /api/v1/namespaces/$NS/services/$BOT-metrics:metrics/proxy/metrics | grep -E '^perps_bot_(trading_mode|cycles_total|cycle_errors_total|daily_loss|market_data_staleness_seconds)'"#;
 const READYZ: &str = "kubectl get --raw /api/v1/namespaces/$NS/services/$BOT-metrics:metrics/proxy/readyz";
@@ -60,6 +60,7 @@ async fn apply_a_bot_inspect_it_and_restart_its_pod() {
     )
     .await;
     assert!(flow.sh(MODE).starts_with("Normal"));
+    flow.wait_metrics_served("dev-bot", MINUTE).await;
     let metrics = flow
         .sh_until(METRICS, "bot metrics through the API server", MINUTE, |o| {
             value(o, "perps_bot_cycles_total").is_some_and(|c| c >= 1.0)
@@ -163,15 +164,8 @@ async fn prometheus_scrapes_the_bots_through_their_services() {
     }).to_string()).unwrap();
     flow.wait_phase("watched", "Running", Duration::from_secs(180)).await;
 
-    let prometheus = String::from_utf8(
-        std::process::Command::new(root().join("tests/cluster/prometheus.sh"))
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let prometheus = prometheus.trim().lines().last().unwrap().to_string();
-    let cluster = std::path::PathBuf::from(test_harness::LOCAL_CLUSTER_DIR);
+    let prometheus = test_harness::prometheus();
+    let settings = flow.ns.cluster().settings();
     let dir = flow.scratch();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -184,7 +178,7 @@ scrape_configs:
   - job_name: tradingbots
     kubernetes_sd_configs:
       - role: endpoints
-        api_server: https://127.0.0.1:16443
+        api_server: {api_server}
         tls_config: {{ca_file: {ca}}}
         authorization: {{credentials_file: {token}}}
         namespaces: {{names: [{ns}]}}
@@ -197,15 +191,16 @@ scrape_configs:
       - {{source_labels: [__meta_kubernetes_service_name], target_label: service}}
       - {{source_labels: [__meta_kubernetes_pod_container_name], target_label: container}}
 "#,
-        ca = cluster.join("pki/ca.crt").display(),
-        token = cluster.join("pki/admin.token").display(),
+        api_server = settings.apiserver_url(),
+        ca = settings.ca_file().display(),
+        token = settings.admin_token_file().display(),
         ns = flow.ns.name,
     );
     std::fs::write(dir.join("prometheus.yml"), config).unwrap();
     let listen = format!("127.0.0.1:{port}");
     let _prometheus = HostProcess::start(
         "prometheus",
-        std::path::Path::new(&prometheus),
+        &prometheus,
         &[
             &format!("--config.file={}", dir.join("prometheus.yml").display()),
             &format!("--storage.tsdb.path={}", dir.join("data").display()),
@@ -263,6 +258,7 @@ async fn exchange_degradation_playbook() {
         )
         .unwrap();
     flow.wait_phase("venue", "Running", Duration::from_secs(180)).await;
+    flow.wait_metrics_served("venue", MINUTE).await;
 
     flow.admin("/admin/faults", json!({"freeze": {"frozen": true}})).await;
     flow.sh(REDUCE_ONLY);
@@ -322,7 +318,7 @@ async fn guard_trip_halt_acknowledge_resume() {
                 "spec": {
                     "profile": "demo", "symbols": ["BTC-USD"], "dryRun": false,
                     "exchange": {"credentialsSecret": "coinbase-demo"},
-                    "guards": {"dailyLoss": {"reduceOnlyAt": "1000", "haltAt": "2000"}, "resume": "Manual"},
+                    "guards": {"dailyLoss": {"reduceOnlyAt": "30", "haltAt": "60"}, "resume": "Manual"},
                     "metrics": {"scrapeIntervalSeconds": 1},
                     "env": [{"name": "PERPS_BOT_INTERVAL", "value": "1"}],
                 },
@@ -331,18 +327,24 @@ async fn guard_trip_halt_acknowledge_resume() {
         )
         .unwrap();
     flow.wait_phase("guarded", "Running", Duration::from_secs(180)).await;
+    flow.wait_metrics_served("guarded", MINUTE).await;
     flow.sh_until(METRICS, "a few cycles", MINUTE, |o| {
         value(o, "perps_bot_cycles_total").is_some_and(|c| c >= 3.0)
     })
     .await;
 
-    // Manual flattening tools from inside the pod: preview, then a reduce-only sale of 0.001 BTC.
+    // Manual flattening tools from inside the pod: preview, then a reduce-only sale of 0.001 BTC
+    // (of a position the bot bought itself: a bot never sells what it did not buy).
+    buy_for_the_bot(&flow.ns, "guarded", 2).await;
     let preview = flow.sh("kubectl -n $NS exec $BOT -- /usr/local/bin/perps-bot orders preview --symbol BTC-USD --side sell --quantity 0.001");
     assert!(preview.contains("order_total"), "{preview}");
     let placed = flow.sh("kubectl -n $NS exec $BOT -- /usr/local/bin/perps-bot orders place --symbol BTC-USD --side sell --quantity 0.001 --reduce-only");
     assert!(placed.contains("order_id"), "{placed}");
 
-    // The venue goes cancel-only and BTC falls ~15% (≈7000 at 50000): over both levels.
+    // A position of the bot's own (a bot's loss is on what it bought; small orders stay within
+    // its slippage guard), then the venue goes cancel-only and BTC falls ~15% (about 128 on
+    // 0.009 BTC at 95,000): over both levels.
+    buy_for_the_bot(&flow.ns, "guarded", 8).await;
     flow.admin("/admin/products/BTC-USD", json!({"cancel_only": true}))
         .await;
     flow.sh(r#"curl -s -X POST http://$SIM/admin/faults -H 'content-type: application/json' -d '{"price_shock":{"product_id":"BTC-USD","percent":-15}}'"#);

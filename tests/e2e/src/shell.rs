@@ -1,0 +1,154 @@
+//! Running documented commands exactly as written: bash with `pipefail`, the docs' variables in
+//! the environment, the cluster's kubectl and the workspace binaries first on PATH. Every
+//! command that exits 0 is recorded in this process's [`ledger`], which the documentation test
+//! compares with the docs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use test_harness::{Cluster, root};
+
+static LEDGER: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+/// The [`crate::docs::key`]s of every command a [`Shell`] in this process ran successfully.
+pub fn ledger() -> BTreeSet<String> {
+    LEDGER.lock().map(|l| l.clone()).unwrap_or_default()
+}
+
+fn record(command: &str) {
+    if let Ok(mut ledger) = LEDGER.lock() {
+        ledger.insert(crate::docs::key(command));
+    }
+}
+
+/// A command that did not exit 0.
+#[derive(Debug, Clone)]
+pub struct Failed {
+    pub command: String,
+    pub status: String,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}` failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+            self.command, self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Where and with what documented commands run.
+#[derive(Debug, Clone)]
+pub struct Shell {
+    kubeconfig: PathBuf,
+    path: String,
+    dir: PathBuf,
+    vars: BTreeMap<String, String>,
+}
+
+impl Shell {
+    /// Commands against `cluster`, from the repository root.
+    pub fn new(cluster: &Cluster) -> Self {
+        let kubectl_dir = cluster
+            .kubectl_path
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let path = format!(
+            "{kubectl_dir}:{}:{}",
+            root().join("target/debug").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        Self {
+            kubeconfig: cluster.kubeconfig.clone(),
+            path,
+            dir: root(),
+            vars: BTreeMap::new(),
+        }
+    }
+
+    /// Set a variable the docs use (`$NS`, `$BOT`, ...).
+    pub fn var(&mut self, name: &str, value: &str) -> &mut Self {
+        self.vars.insert(name.to_string(), value.to_string());
+        self
+    }
+
+    pub fn vars(&self) -> &BTreeMap<String, String> {
+        &self.vars
+    }
+
+    /// The same shell working in `dir`.
+    pub fn in_dir(&self, dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            ..self.clone()
+        }
+    }
+
+    /// Run `command`; `Err` when it exits non-zero.
+    pub fn run(&self, command: &str) -> Result<String, Failed> {
+        let output = Command::new("bash")
+            .args(["-o", "pipefail", "-c", command])
+            .current_dir(&self.dir)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("PATH", &self.path)
+            .envs(&self.vars)
+            .output();
+        let output = match output {
+            Ok(output) => output,
+            Err(e) => {
+                return Err(Failed {
+                    command: command.to_string(),
+                    status: format!("not started: {e}"),
+                    stdout: String::new(),
+                    stderr: String::new(),
+                });
+            }
+        };
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if output.status.success() {
+            record(command);
+            Ok(stdout)
+        } else {
+            Err(Failed {
+                command: command.to_string(),
+                status: output.status.to_string(),
+                stdout,
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            })
+        }
+    }
+
+    /// Run `command`, panicking with its output when it fails.
+    pub fn sh(&self, command: &str) -> String {
+        self.run(command).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Run `command` until its output satisfies `accept`. A run that fails (exits non-zero)
+    /// fails at once: only the output may be not yet what is wanted. Panics after `timeout` with
+    /// the last output.
+    pub async fn sh_until(
+        &self,
+        command: &str,
+        what: &str,
+        timeout: Duration,
+        accept: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let output = self.sh(command);
+            if accept(&output) {
+                return output;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out after {timeout:?} waiting for {what}; `{command}` last printed:\n{output}");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
