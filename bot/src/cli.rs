@@ -35,13 +35,26 @@ pub enum Command {
         #[command(subcommand)]
         action: AccountCommand,
     },
-    /// Manual order tools (e.g. reduce-only flattening in an incident).
+    /// Manual order tools (previews, one order, edits of a resting limit order).
     Orders {
         #[command(subcommand)]
         action: OrdersCommand,
     },
+    /// Close the bot's own positions now with reduce-only orders (after cancelling its resting
+    /// orders); coins on the account the bot did not buy are never sold. Prints JSON.
+    Flatten,
+    /// Serve a metrics file's figures (metrics.json of a running bot) on --metrics-addr
+    /// (/metrics, /metrics.json, /healthz), with the file's age, so a stalled writer shows.
+    Exporter,
     /// Replay a candle CSV through strategy, risk and paper execution and print throughput.
     Backtest(BacktestArgs),
+    /// Not part of perps-bot: treasury moves (convert, move funds) need a key that can transfer,
+    /// which a trading key should not have.
+    #[command(hide = true)]
+    Treasury {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        rest: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,43 +69,74 @@ pub enum OrdersCommand {
     Preview(OrderArgs),
     /// Place one order after the trading-state gate, quantisation and the risk checks.
     Place(OrderArgs),
+    /// Preview a new price and/or size for one of the bot's resting limit orders; prints the
+    /// exchange's figures and a preview id to apply (`ORDER_ID:PREVIEW_ID`).
+    EditPreview(EditArgs),
+    /// Apply a previewed edit (`ORDER_ID:PREVIEW_ID`), after previewing it again.
+    ApplyEdit(ApplyEditArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OrderType {
     Market,
     Limit,
+    #[value(alias = "stop_limit")]
     StopLimit,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EditArgs {
+    /// The order id (exchange) of the resting limit order.
+    pub order_id: String,
+    /// The new limit price.
+    #[arg(long, visible_alias = "order-price")]
+    pub price: Option<Decimal>,
+    /// The new size, in base currency.
+    #[arg(long, visible_aliases = ["order-quantity", "quantity"])]
+    pub size: Option<Decimal>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ApplyEditArgs {
+    /// `ORDER_ID:PREVIEW_ID`, as `orders edit-preview` printed it.
+    pub edit: String,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct OrderArgs {
     /// Product id, e.g. BTC-USD.
-    #[arg(long)]
+    #[arg(long, visible_alias = "order-symbol")]
     pub symbol: Symbol,
-    #[arg(long)]
+    #[arg(long, visible_alias = "order-side")]
     pub side: Side,
-    #[arg(long = "type", value_enum, default_value = "market")]
+    #[arg(
+        long = "type",
+        visible_alias = "order-type",
+        value_enum,
+        ignore_case = true,
+        default_value = "market"
+    )]
     pub order_type: OrderType,
     /// Size in base currency.
-    #[arg(long)]
+    #[arg(long, visible_alias = "order-quantity")]
     pub quantity: Decimal,
     /// Limit price (limit and stop-limit orders).
-    #[arg(long)]
+    #[arg(long, visible_alias = "order-price")]
     pub price: Option<Decimal>,
     /// Stop price (stop-limit orders).
-    #[arg(long)]
+    #[arg(long, visible_alias = "order-stop")]
     pub stop: Option<Decimal>,
-    /// Time in force for limit orders.
-    #[arg(long = "order-tif", value_enum)]
+    /// Time in force for limit orders (GTC, IOC or FOK, any case).
+    #[arg(long = "order-tif", value_enum, ignore_case = true)]
     pub tif: Option<TimeInForce>,
     /// Refuse the order unless it shrinks the current position.
-    #[arg(long)]
+    #[arg(long, visible_alias = "order-reduce-only")]
     pub reduce_only: bool,
-    /// Client order id (default: generated). Reusing one never creates a second order.
-    #[arg(long)]
+    /// Client order id (default: the bot's prefix and a fresh id, so the order counts as the
+    /// bot's own). Reusing one never creates a second order.
+    #[arg(long, visible_alias = "order-client-id")]
     pub client_id: Option<String>,
-    #[arg(long)]
+    #[arg(long, visible_alias = "order-leverage")]
     pub leverage: Option<Decimal>,
 }
 
@@ -121,11 +165,12 @@ pub struct RunArgs {
     /// YAML or TOML file of profile overrides (unknown keys are refused).
     #[arg(long, global = true, env = "PERPS_BOT_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Smoke test: run one cycle (or --cycles N) and exit.
-    #[arg(long)]
+    /// Smoke test: run one cycle (or --cycles N) and exit; exits 1 naming the path when it
+    /// cannot write its metrics or health file.
+    #[arg(long, global = true)]
     pub dev_fast: bool,
     /// Number of cycles before exiting (default: one with --dev-fast, unlimited otherwise).
-    #[arg(long, value_name = "N")]
+    #[arg(long, global = true, value_name = "N")]
     pub cycles: Option<u64>,
     /// Run the pipeline but send no orders (`--dry-run=false` to force live).
     #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
@@ -139,11 +184,15 @@ pub struct RunArgs {
     /// Seconds between cycles.
     #[arg(long, global = true, env = "PERPS_BOT_INTERVAL")]
     pub interval: Option<Decimal>,
+    /// Seconds between full account refreshes: the own-inventory ledger is rebuilt from the
+    /// exchange's order history this often (default 300).
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub account_interval: Option<Decimal>,
     /// Target leverage for perpetual entries.
     #[arg(long, global = true)]
     pub leverage: Option<Decimal>,
-    /// Time in force of limit orders.
-    #[arg(long, global = true, value_enum)]
+    /// Time in force of limit orders: GTC, IOC or FOK (any case).
+    #[arg(long, global = true, value_enum, ignore_case = true)]
     pub tif: Option<TimeInForce>,
     /// Preview every order with the exchange before placing it.
     #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
@@ -155,7 +204,7 @@ pub struct RunArgs {
     #[arg(long, global = true, env = "PERPS_BOT_METRICS_ADDR", default_value = "0.0.0.0:9102")]
     pub metrics_addr: SocketAddr,
     /// Print the account snapshot JSON and exit.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub account_snapshot: bool,
     /// Exchange to trade on (dev uses the paper exchange).
     #[arg(long, global = true, value_enum)]
@@ -175,31 +224,31 @@ pub struct RunArgs {
     /// Folder holding the CDP key (`cdp_api_key.json`, or COINBASE_CDP_API_KEY and COINBASE_CDP_PRIVATE_KEY files).
     #[arg(long, global = true, env = "COINBASE_CREDENTIALS_DIR")]
     pub credentials_dir: Option<PathBuf>,
-    /// YAML/JSON file to restrict the bot or acknowledge trips while it runs.
-    #[arg(long, env = "PERPS_BOT_CONTROL_FILE")]
+    /// YAML/JSON file to restrict the bot, acknowledge trips or request a flatten while it runs.
+    #[arg(long, global = true, env = "PERPS_BOT_CONTROL_FILE")]
     pub control_file: Option<PathBuf>,
     /// File holding the bearer token of the HTTP control endpoint (env PERPS_BOT_CONTROL_TOKEN
     /// also works); without one the endpoint is off.
-    #[arg(long, env = "PERPS_BOT_CONTROL_TOKEN_FILE")]
+    #[arg(long, global = true, env = "PERPS_BOT_CONTROL_TOKEN_FILE")]
     pub control_token_file: Option<PathBuf>,
     /// Where latched guard trips and the day's equity reference survive restarts.
-    #[arg(long, env = "PERPS_BOT_STATE_FILE")]
+    #[arg(long, global = true, env = "PERPS_BOT_STATE_FILE")]
     pub state_file: Option<PathBuf>,
     /// Leave open orders on the exchange when stopping (default: cancel them).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub keep_orders_on_exit: bool,
     /// Turn the in-process guards off (testing the operator's backstop only).
-    #[arg(long, env = "PERPS_BOT_DISABLE_GUARDS", num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    #[arg(long, global = true, env = "PERPS_BOT_DISABLE_GUARDS", num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub disable_guards: bool,
     /// The TradingBot this process runs for (set by the operator; enables the Kubernetes
     /// mode source and Lease fencing).
-    #[arg(long, env = "TRADINGBOT_NAME")]
+    #[arg(long, global = true, env = "TRADINGBOT_NAME")]
     pub tradingbot: Option<String>,
-    #[arg(long, env = "TRADINGBOT_NAMESPACE")]
+    #[arg(long, global = true, env = "TRADINGBOT_NAMESPACE")]
     pub namespace: Option<String>,
-    #[arg(long, env = "TRADINGBOT_INSTANCE", default_value = "prod")]
+    #[arg(long, global = true, env = "TRADINGBOT_INSTANCE", default_value = "prod")]
     pub instance: Instance,
-    #[arg(long, env = "POD_NAME")]
+    #[arg(long, global = true, env = "POD_NAME")]
     pub pod_name: Option<String>,
     #[arg(
         long,
@@ -211,6 +260,64 @@ pub struct RunArgs {
     pub log_format: LogFormat,
 }
 
+/// The reference bot's order-tool and treasury flags, as older scripts pass them, turned into
+/// this bot's commands: `--preview-order …` is `orders preview …`, `--edit-order-preview ID`
+/// is `orders edit-preview ID`, `--apply-order-edit ID:PREVIEW_ID` is `orders apply-edit …`.
+/// Treasury flags are refused with the reason. Everything else passes through unchanged.
+pub fn legacy_argv(args: Vec<String>) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::with_capacity(args.len() + 2);
+    let mut command: Vec<String> = Vec::new();
+    let mut iter = args.into_iter();
+    if let Some(program) = iter.next() {
+        out.push(program);
+    }
+    while let Some(arg) = iter.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| {
+            inline
+                .clone()
+                .or_else(|| iter.next())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match flag.as_str() {
+            "--preview-order" => command = vec!["orders".into(), "preview".into()],
+            "--edit-order-preview" => {
+                command = vec![
+                    "orders".into(),
+                    "edit-preview".into(),
+                    value("--edit-order-preview ORDER_ID")?,
+                ]
+            }
+            "--apply-order-edit" => {
+                command = vec![
+                    "orders".into(),
+                    "apply-edit".into(),
+                    value("--apply-order-edit ORDER_ID:PREVIEW_ID")?,
+                ]
+            }
+            "--convert" | "--move-funds" => return Err(treasury_refusal(&flag)),
+            _ => out.push(arg),
+        }
+    }
+    if !command.is_empty() {
+        let tail = out.split_off(1);
+        out.extend(command);
+        out.extend(tail);
+    }
+    Ok(out)
+}
+
+/// Why perps-bot does not move funds.
+pub fn treasury_refusal(what: &str) -> String {
+    format!(
+        "{what}: treasury operations (convert, move funds) are not part of perps-bot: they need an API key \
+         that can transfer, and a trading key should not; use Coinbase directly"
+    )
+}
+
 fn parse_flag_env(value: &str) -> Result<bool, String> {
     match value.to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
@@ -220,6 +327,15 @@ fn parse_flag_env(value: &str) -> Result<bool, String> {
 }
 
 impl RunArgs {
+    /// The prefix of this bot identity's client order ids: its orders are the only ones it
+    /// cancels, and the coins they bought the only ones it sells.
+    pub fn client_order_prefix(&self) -> String {
+        match (&self.tradingbot, &self.namespace) {
+            (Some(bot), Some(namespace)) => tradingbot_crds::names::client_order_prefix(namespace, bot, self.instance),
+            _ => tradingbot_crds::names::LOCAL_CLIENT_ORDER_PREFIX.to_string(),
+        }
+    }
+
     /// The adjustments the user asked for on the command line (and only those).
     pub fn overrides(&self) -> Result<ConfigOverrides, crate::config::ConfigError> {
         let symbols = match &self.symbols {
@@ -236,6 +352,7 @@ impl RunArgs {
         Ok(ConfigOverrides {
             symbols,
             interval_seconds: self.interval,
+            account_interval_seconds: self.account_interval,
             broker: self.broker,
             dry_run: self.dry_run,
             reduce_only: self.reduce_only,
@@ -277,6 +394,78 @@ mod tests {
         let o = cli.run.overrides().unwrap();
         assert_eq!((o.dry_run, o.reduce_only), (Some(false), Some(true)));
         assert_eq!(o.symbols.unwrap().len(), 3);
+    }
+
+    fn parse(line: &[&str]) -> Cli {
+        let argv = legacy_argv(line.iter().map(|s| s.to_string()).collect()).unwrap();
+        Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+    }
+
+    #[test]
+    fn the_reference_flags_work_verbatim() {
+        for tif in ["IOC", "ioc", "Fok", "GTC"] {
+            assert!(parse(&["perps-bot", "--tif", tif]).run.tif.is_some(), "{tif}");
+        }
+        let cli = parse(&[
+            "perps-bot",
+            "run",
+            "--profile",
+            "dev",
+            "--dev-fast",
+            "--account-interval",
+            "60",
+        ]);
+        assert!(matches!(cli.command, Some(Command::Run)) && cli.run.dev_fast);
+        assert_eq!(cli.run.account_interval, Some(Decimal::from(60)));
+        let cli = parse(&[
+            "perps-bot",
+            "--preview-order",
+            "--order-symbol",
+            "BTC-USD",
+            "--order-side",
+            "buy",
+            "--order-type",
+            "stop_limit",
+            "--order-quantity",
+            "0.1",
+            "--order-price",
+            "90",
+            "--order-stop",
+            "91",
+            "--order-tif",
+            "gtc",
+            "--order-client-id",
+            "x",
+            "--order-reduce-only",
+            "--order-leverage",
+            "1",
+            "--profile",
+            "spot",
+        ]);
+        match cli.command {
+            Some(Command::Orders {
+                action: OrdersCommand::Preview(a),
+            }) => {
+                assert_eq!(a.order_type, OrderType::StopLimit);
+                assert!(a.reduce_only && a.client_id.as_deref() == Some("x"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(cli.run.profile, Some(Profile::Spot));
+        let cli = parse(&["perps-bot", "--edit-order-preview", "o-1", "--order-price", "95000.5"]);
+        assert!(
+            matches!(cli.command, Some(Command::Orders { action: OrdersCommand::EditPreview(ref e) }) if e.order_id == "o-1" && e.price.is_some())
+        );
+        let cli = parse(&["perps-bot", "--apply-order-edit=o-1:95000.5@-"]);
+        assert!(
+            matches!(cli.command, Some(Command::Orders { action: OrdersCommand::ApplyEdit(ref e) }) if e.edit == "o-1:95000.5@-")
+        );
+        let refused = legacy_argv(vec!["perps-bot".into(), "--convert".into(), "USD:USDC:10".into()]).unwrap_err();
+        assert!(refused.contains("treasury"), "{refused}");
+        assert!(matches!(
+            parse(&["perps-bot", "flatten", "--profile", "spot"]).command,
+            Some(Command::Flatten)
+        ));
     }
 
     #[test]

@@ -2,20 +2,24 @@
 //! every symbol, then metrics and the snapshot files. Every stage is its own module; this file
 //! only wires them and does the I/O.
 
+mod files;
+pub mod flatten;
+mod market;
+
+use files::restore_guard_state;
+
 use crate::broker::{Broker, Granularity};
 use crate::clock;
 use crate::config::BotConfig;
 use crate::control::{AckRequest, ModeHandle, source};
 use crate::domain::{AccountState, Candle, OrderStatus, Product, Quote, Side, Symbol};
 use crate::execution::{ClientIds, Executor, Submitted, build_order};
-use crate::guards::{GuardEvent, GuardMonitor, PersistedGuardState};
+use crate::guards::{GuardEvent, GuardMonitor};
 use crate::risk::{self, Rejection, RiskInput, UtcClock};
 use crate::strategy::{Decision, DecisionInput, SymbolStrategy};
 use crate::telemetry::metrics::f;
 use crate::telemetry::server::AppState;
-use crate::telemetry::snapshot::{
-    DecisionView, Health, OrderStats, PositionView, Snapshot, system_view, write_json_atomically,
-};
+use crate::telemetry::snapshot::{DecisionView, OrderStats, PositionView, Snapshot, system_view};
 use futures::future::join_all;
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
@@ -89,6 +93,18 @@ pub struct Engine<B: Broker> {
     started: Instant,
     account_refreshed: Option<Instant>,
     last_decisions: BTreeMap<Symbol, (&'static str, String)>,
+    /// The minute (unix seconds / 60) whose closes the volatility guard last read, per symbol.
+    closes_minute: BTreeMap<Symbol, i64>,
+    /// Inventory caps and withdrawals already accounted for, per symbol.
+    inventory_seen: BTreeMap<Symbol, (u64, Decimal)>,
+    /// The last write failure of each output file (None once it is written again).
+    write_failures: BTreeMap<files::OutputFile, Option<String>>,
+    /// Why the guard state read at start could not be used, if so (restricts for good).
+    restore_failure: Option<String>,
+    /// The broker's last own-inventory figures (for metrics.json).
+    inventory: Option<crate::inventory::InventoryReport>,
+    /// A flatten request to act on at the next cycle that can trade.
+    pending_flatten: Option<String>,
 }
 
 impl<B: Broker> Engine<B> {
@@ -108,24 +124,19 @@ impl<B: Broker> Engine<B> {
                 }
             }
         };
-        let restored = parts.files.state.as_ref().and_then(|p| {
-            let text = std::fs::read_to_string(p).ok()?;
-            match serde_json::from_str::<PersistedGuardState>(&text) {
-                Ok(state) => Some(state),
-                Err(error) => {
-                    tracing::warn!(path = %p.display(), %error, "ignoring unreadable guard state file");
-                    None
-                }
-            }
-        });
-        let interval =
-            Decimal::from(i64::try_from(parts.config.interval.as_millis()).unwrap_or(1000)) / Decimal::from(1000);
-        let guards = GuardMonitor::new(parts.config.guards.clone(), parts.guards_enabled, interval, restored);
+        let (restored, restore_failure) = match &parts.files.state {
+            Some(path) => restore_guard_state(path),
+            None => (None, None),
+        };
+        if let Some(why) = &restore_failure {
+            tracing::error!(event = "guard_state_unreadable", reason = %why, "latched trips may be lost: restricted to ReduceOnly for this run");
+        }
+        let guards = GuardMonitor::new(parts.config.guards.clone(), parts.guards_enabled, restored);
         let strategies = parts
             .config
             .symbols
             .iter()
-            .map(|s| (s.clone(), SymbolStrategy::new(&parts.config.strategy)))
+            .map(|s| (s.clone(), SymbolStrategy::new(&parts.config.strategy, s)))
             .collect();
         let engine = Self {
             products: products.into_iter().map(|p| (p.symbol.clone(), p)).collect(),
@@ -149,9 +160,16 @@ impl<B: Broker> Engine<B> {
             started: Instant::now(),
             account_refreshed: None,
             last_decisions: BTreeMap::new(),
+            closes_minute: BTreeMap::new(),
+            inventory_seen: BTreeMap::new(),
+            write_failures: BTreeMap::new(),
+            restore_failure,
+            inventory: None,
+            pending_flatten: None,
         };
         let (mode, reason) = engine.guards.mode();
         engine.mode.set(source::GUARDS, mode, reason);
+        engine.report_state_health(None);
         Ok(engine)
     }
 
@@ -199,6 +217,8 @@ impl<B: Broker> Engine<B> {
             }
         };
         let marks: BTreeMap<Symbol, Decimal> = self.last_quotes.iter().map(|(s, q)| (s.clone(), q.mid())).collect();
+        self.refresh_minute_closes(now_ms).await;
+        self.account_for_inventory(&marks);
         if let Some(account) = &account {
             self.update_guards(account, &marks, now_ms);
         }
@@ -206,7 +226,10 @@ impl<B: Broker> Engine<B> {
         report.mode = mode.mode;
 
         match &account {
-            Some(account) if mode.known => self.trade(account, &quotes, &marks, &mut report).await,
+            Some(account) if mode.known => match self.pending_flatten.take() {
+                Some(request) => self.flatten(&request, account, &quotes, &marks, &mut report).await,
+                None => self.trade(account, &quotes, &marks, &mut report).await,
+            },
             Some(_) => {
                 for symbol in &self.config.symbols {
                     report
@@ -266,6 +289,7 @@ impl<B: Broker> Engine<B> {
                         tracing::info!(event = "trip_acknowledged", trip_id = %trip.id, guard = %trip.guard, source = "operator", "trip released: the operator accepted an acknowledgement");
                     }
                 }
+                AckRequest::Flatten(id) => self.request_flatten(id),
             }
         }
         let (mode, reason) = self.guards.mode();
@@ -300,26 +324,17 @@ impl<B: Broker> Engine<B> {
     fn update_guards(&mut self, account: &AccountState, marks: &BTreeMap<Symbol, Decimal>, now_ms: i64) {
         let mark_of = |s: &Symbol| marks.get(s).copied();
         let equity = account.equity(mark_of);
-        let staleness = self
-            .config
-            .symbols
-            .iter()
-            .map(|s| {
-                let age_ms = self
-                    .last_quotes
-                    .get(s)
-                    .map_or(i64::MAX / 2, |q| (now_ms - q.time_ms).max(0));
-                (s.clone(), Decimal::from(age_ms) / Decimal::from(1000))
-            })
-            .collect();
+        let running_ms = i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let staleness = market::staleness_of(&self.config.symbols, &self.last_quotes, now_ms, running_ms);
         let notionals: Vec<Decimal> = account
             .positions
             .iter()
             .map(|p| p.notional(mark_of(&p.symbol).unwrap_or(p.entry_price)))
             .collect();
-        self.guards.record_marks(marks.iter().map(|(s, m)| (s, *m)));
         self.guards.measure(equity, now_ms, staleness, &notionals);
-        for event in self.guards.evaluate(self.instance, now_ms) {
+        let events = self.guards.evaluate(self.instance, now_ms);
+        let latch_changed = !events.is_empty();
+        for event in events {
             match event {
                 GuardEvent::Tripped(trip) => {
                     tracing::warn!(event = "guard_tripped", trip_id = %trip.id, guard = %trip.guard, level = %trip.level, value = %trip.value, threshold = %trip.threshold, "guard tripped and latched");
@@ -336,6 +351,10 @@ impl<B: Broker> Engine<B> {
         }
         let (mode, reason) = self.guards.mode();
         self.mode.set(source::GUARDS, mode, reason);
+        if latch_changed {
+            // A trip is on disk before any order of this cycle.
+            self.persist_guard_state();
+        }
     }
 
     async fn trade(
@@ -518,17 +537,18 @@ impl<B: Broker> Engine<B> {
         }
     }
 
-    /// Hourly candles for the spot filters, refreshed every 5 minutes.
+    /// Hourly candles for the symbol's entry filters, refreshed every 5 minutes.
     async fn hourly_candles(&mut self, symbol: &Symbol) -> Vec<Candle> {
-        if self.config.strategy.spot_filters.is_none() {
+        let Some(filters) = self.config.strategy.for_symbol(symbol).filters else {
             return Vec::new();
-        }
+        };
+        let needed = filters.candles_needed().max(60);
         if let Some(cache) = self.hourly.get(symbol)
             && cache.fetched.elapsed() < Duration::from_secs(300)
         {
             return cache.candles.clone();
         }
-        match self.broker.candles(symbol, Granularity::OneHour, 60).await {
+        match self.broker.candles(symbol, Granularity::OneHour, needed).await {
             Ok(candles) => {
                 self.hourly.insert(
                     symbol.clone(),
@@ -687,31 +707,8 @@ impl<B: Broker> Engine<B> {
             mode_known: mode.known,
             dry_run: self.config.dry_run,
             trips: self.guards.trips().to_vec(),
+            inventory: self.inventory.clone(),
             system: system_view(),
-        }
-    }
-
-    fn write_files(&self, snapshot: &Snapshot, report: &CycleReport) {
-        if let Some(path) = &self.files.metrics
-            && let Err(error) = write_json_atomically(path, snapshot)
-        {
-            tracing::warn!(path = %path.display(), %error, "cannot write the metrics file");
-        }
-        if let Some(path) = &self.files.health {
-            let health = Health {
-                ok: report.errors.is_empty(),
-                timestamp: snapshot.timestamp.clone(),
-                message: format!("cycle {} in mode {}", self.cycles, snapshot.trading_mode),
-                error: (!report.errors.is_empty()).then(|| report.errors.join("; ")),
-            };
-            if let Err(error) = write_json_atomically(path, &health) {
-                tracing::warn!(path = %path.display(), %error, "cannot write the health file");
-            }
-        }
-        if let Some(path) = &self.files.state
-            && let Err(error) = write_json_atomically(path, self.guards.persisted())
-        {
-            tracing::warn!(path = %path.display(), %error, "cannot persist guard state");
         }
     }
 

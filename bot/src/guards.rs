@@ -2,6 +2,17 @@
 //! equity, drawdown from the equity peak, market data staleness, volatility, concentration,
 //! error rate), evaluates the levels every cycle with the shared rules, latches trips and
 //! releases them only by acknowledgement or, with `resume: Auto`, after healthy cycles.
+//!
+//! - Volatility is measured on one-minute closes (whatever the cycle interval): the sample
+//!   standard deviation of the last `window` one-minute returns, annualised with
+//!   √(minutes per year). Crypto majors run at 40–80% a year; see the profiles for the levels.
+//! - Concentration is the Herfindahl index of position notionals *as shares of equity*:
+//!   Σ (notionalᵢ / equity)². One position worth 18% of equity is 0.0324 whatever the number
+//!   of symbols; everything in one coin is 1. A single-symbol bot is not concentrated by
+//!   construction, only by size.
+//! - Equity and its day-start and peak references are the bot's own (cash plus its own
+//!   inventory); coins taken off its books because they left the account lower the references
+//!   by their value, so a transfer is not a trading loss.
 
 use crate::clock;
 use crate::domain::Symbol;
@@ -15,6 +26,8 @@ use tradingbot_crds::spec::Guards;
 use tradingbot_crds::status::{GuardTrip, Instance};
 
 const SECONDS_PER_YEAR: i64 = 365 * 24 * 3600;
+/// The horizon of the returns the volatility guard measures: one-minute closes.
+pub const VOLATILITY_HORIZON_SECONDS: i64 = 60;
 
 /// What happened to the latch this cycle.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +43,9 @@ pub struct PersistedGuardState {
     pub day_start_equity: Option<Decimal>,
     pub peak_equity: Option<Decimal>,
     pub trips: Vec<GuardTrip>,
+    /// The last flatten request acted on (each request id is acted on once, across restarts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_flatten_request: Option<String>,
 }
 
 /// The numbers the guards and metrics look at, for one cycle.
@@ -61,27 +77,21 @@ impl Measurements {
 pub struct GuardMonitor {
     levels: Guards,
     enabled: bool,
-    interval_seconds: Decimal,
     state: PersistedGuardState,
-    returns: BTreeMap<Symbol, (Decimal, VecDeque<Decimal>)>,
+    /// The latest one-minute closes per symbol (oldest first).
+    closes: BTreeMap<Symbol, Vec<Decimal>>,
     errors: VecDeque<i64>,
     streaks: HealthyStreaks,
     last: Measurements,
 }
 
 impl GuardMonitor {
-    pub fn new(
-        levels: Guards,
-        enabled: bool,
-        interval_seconds: Decimal,
-        restored: Option<PersistedGuardState>,
-    ) -> Self {
+    pub fn new(levels: Guards, enabled: bool, restored: Option<PersistedGuardState>) -> Self {
         Self {
             levels,
             enabled,
-            interval_seconds: interval_seconds.max(Decimal::new(1, 3)),
             state: restored.unwrap_or_default(),
-            returns: BTreeMap::new(),
+            closes: BTreeMap::new(),
             errors: VecDeque::new(),
             streaks: HealthyStreaks::default(),
             last: Measurements::default(),
@@ -104,6 +114,11 @@ impl GuardMonitor {
         &self.state.trips
     }
 
+    /// Remember that flatten request `id` was acted on.
+    pub fn set_last_flatten_request(&mut self, id: &str) {
+        self.state.last_flatten_request = Some(id.to_string());
+    }
+
     pub fn last(&self) -> &Measurements {
         &self.last
     }
@@ -121,25 +136,32 @@ impl GuardMonitor {
         self.errors.push_back(now_ms);
     }
 
-    /// Add this cycle's marks to the volatility windows.
-    pub fn record_marks<'a>(&mut self, marks: impl Iterator<Item = (&'a Symbol, Decimal)>) {
-        let window = self.levels.volatility.as_ref().map(|v| v.window).unwrap_or(20) as usize;
-        for (symbol, mark) in marks {
-            match self.returns.get_mut(symbol) {
-                None => {
-                    self.returns
-                        .insert(symbol.clone(), (mark, VecDeque::with_capacity(window + 1)));
-                }
-                Some((previous, returns)) => {
-                    if !previous.is_zero() {
-                        returns.push_back((mark - *previous) / *previous);
-                        while returns.len() > window {
-                            returns.pop_front();
-                        }
-                    }
-                    *previous = mark;
-                }
-            }
+    /// The returns window of the volatility guard (one-minute returns).
+    pub fn volatility_window(&self) -> usize {
+        self.levels
+            .volatility
+            .as_ref()
+            .map_or(DEFAULT_VOLATILITY_WINDOW, |v| v.window) as usize
+    }
+
+    /// The latest one-minute closes of `symbol` (oldest first); the last `window + 1` count.
+    pub fn record_closes(&mut self, symbol: &Symbol, closes: &[Decimal]) {
+        let keep = self.volatility_window() + 1;
+        let skip = closes.len().saturating_sub(keep);
+        self.closes.insert(symbol.clone(), closes[skip..].to_vec());
+    }
+
+    /// Coins worth `value` left the bot's books without a trade (moved off the account): the
+    /// day-start and peak references drop by it, so the loss guards see no trading loss.
+    pub fn record_transfer_out(&mut self, value: Decimal) {
+        if value <= Decimal::ZERO {
+            return;
+        }
+        if let Some(start) = self.state.day_start_equity.as_mut() {
+            *start -= value;
+        }
+        if let Some(peak) = self.state.peak_equity.as_mut() {
+            *peak -= value;
         }
     }
 
@@ -170,9 +192,11 @@ impl GuardMonitor {
             self.errors.pop_front();
         }
         let volatility = self
-            .returns
+            .closes
             .iter()
-            .filter_map(|(s, (_, r))| annualised_stdev(r, self.interval_seconds).map(|v| (s.clone(), v)))
+            .filter_map(|(s, closes)| {
+                annualised_stdev(&returns_of(closes), VOLATILITY_HORIZON_SECONDS).map(|v| (s.clone(), v))
+            })
             .collect();
         self.last = Measurements {
             equity,
@@ -181,7 +205,7 @@ impl GuardMonitor {
             drawdown_percent,
             staleness,
             volatility,
-            concentration: herfindahl(notionals),
+            concentration: concentration(notionals, equity),
             errors_in_window: self.errors.len() as u64,
         };
         &self.last
@@ -252,31 +276,48 @@ fn trip_unix_seconds(id: &str) -> i64 {
     id.rsplit('-').next().and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
-/// Sample standard deviation of per-cycle returns, annualised by the cycle interval.
-pub fn annualised_stdev(returns: &VecDeque<Decimal>, interval_seconds: Decimal) -> Option<Decimal> {
+/// The default returns window of the volatility guard (the CRD's default).
+pub const DEFAULT_VOLATILITY_WINDOW: u32 = 20;
+
+/// Simple returns of consecutive closes (zero or negative closes are skipped).
+pub fn returns_of(closes: &[Decimal]) -> Vec<Decimal> {
+    closes
+        .windows(2)
+        .filter(|pair| pair[0] > Decimal::ZERO && pair[1] > Decimal::ZERO)
+        .map(|pair| (pair[1] - pair[0]) / pair[0])
+        .collect()
+}
+
+/// Sample standard deviation of returns over `horizon_seconds` each, annualised
+/// (× √(horizons per year)).
+pub fn annualised_stdev(returns: &[Decimal], horizon_seconds: i64) -> Option<Decimal> {
     let n = returns.len();
-    if n < 2 {
+    if n < 2 || horizon_seconds <= 0 {
         return None;
     }
     let count = Decimal::from(n);
     let mean = returns.iter().sum::<Decimal>() / count;
     let variance = returns.iter().map(|r| (r - mean) * (r - mean)).sum::<Decimal>() / (count - Decimal::ONE);
     // The square roots are of a statistic, not of money: f64 is fine here.
-    let periods = Decimal::from(SECONDS_PER_YEAR) / interval_seconds;
-    let annual = (variance.to_f64()? * periods.to_f64()?).sqrt();
+    let periods = SECONDS_PER_YEAR as f64 / horizon_seconds as f64;
+    let annual = (variance.to_f64()? * periods).sqrt();
     Decimal::from_f64(annual).map(|v| v.round_dp(6))
 }
 
-/// Herfindahl index of position notionals: 1 when everything is in one symbol, 0 when flat.
-pub fn herfindahl(notionals: &[Decimal]) -> Decimal {
-    let total: Decimal = notionals.iter().map(|n| n.abs()).sum();
-    if total.is_zero() {
+/// Herfindahl index of position notionals as shares of equity, Σ (|notionalᵢ| / equity)²:
+/// 0 when flat, 1 when the whole equity sits in one symbol (more with leverage). With no
+/// equity left, any position counts as fully concentrated.
+pub fn concentration(notionals: &[Decimal], equity: Decimal) -> Decimal {
+    if notionals.iter().all(|n| n.is_zero()) {
         return Decimal::ZERO;
+    }
+    if equity <= Decimal::ZERO {
+        return Decimal::ONE;
     }
     notionals
         .iter()
         .map(|n| {
-            let share = n.abs() / total;
+            let share = n.abs() / equity;
             share * share
         })
         .sum::<Decimal>()
@@ -324,7 +365,7 @@ mod tests {
     }
 
     fn monitor() -> GuardMonitor {
-        GuardMonitor::new(levels(), true, dec!(5), None)
+        GuardMonitor::new(levels(), true, None)
     }
 
     fn daily_loss_only() -> Guards {
@@ -377,7 +418,6 @@ mod tests {
                 ..Guards::default()
             },
             true,
-            dec!(5),
             None,
         );
         let t = 20_000 * DAY_MS;
@@ -395,7 +435,7 @@ mod tests {
         let mut m = monitor();
         let t = 20_000 * DAY_MS;
         let btc: Symbol = "BTC-USD".parse().unwrap();
-        m.measure(dec!(1000), t, BTreeMap::from([(btc.clone(), dec!(31))]), &[dec!(100)]);
+        m.measure(dec!(1000), t, BTreeMap::from([(btc.clone(), dec!(31))]), &[dec!(960)]);
         let events = m.evaluate(Instance::Prod, t);
         let kinds = tripped(&events);
         assert!(
@@ -420,17 +460,16 @@ mod tests {
         assert_eq!(m.last().errors_in_window, 0);
 
         let mut m = monitor();
-        for (i, p) in [100, 101, 99, 102, 98, 103].iter().enumerate() {
-            m.record_marks(std::iter::once((&btc, Decimal::from(*p))));
-            cycle(&mut m, dec!(1000), t + i as i64);
-        }
+        let closes: Vec<Decimal> = [100, 101, 99, 102, 98, 103].iter().map(|p| Decimal::from(*p)).collect();
+        m.record_closes(&btc, &closes);
+        cycle(&mut m, dec!(1000), t);
         assert!(m.last().volatility[&btc] > dec!(3));
         assert_eq!(m.mode().0, TradingMode::Halted);
     }
 
     #[test]
     fn manual_ack_only_after_recovery_and_auto_after_healthy_cycles() {
-        let mut m = GuardMonitor::new(daily_loss_only(), true, dec!(5), None);
+        let mut m = GuardMonitor::new(daily_loss_only(), true, None);
         let t = 20_000 * DAY_MS;
         cycle(&mut m, dec!(1000), t);
         let events = cycle(&mut m, dec!(890), t + 1);
@@ -447,7 +486,7 @@ mod tests {
         let mut levels = daily_loss_only();
         levels.resume = ResumePolicy::Auto;
         levels.healthy_cycles_before_resume = Some(2);
-        let mut m = GuardMonitor::new(levels, true, dec!(5), None);
+        let mut m = GuardMonitor::new(levels, true, None);
         cycle(&mut m, dec!(1000), t);
         cycle(&mut m, dec!(890), t + 1);
         assert!(cycle(&mut m, dec!(950), t + 2).is_empty());
@@ -458,7 +497,7 @@ mod tests {
 
     #[test]
     fn operator_accepted_acks_release_recovered_trips_of_that_guard() {
-        let mut m = GuardMonitor::new(daily_loss_only(), true, dec!(5), None);
+        let mut m = GuardMonitor::new(daily_loss_only(), true, None);
         let t = 20_000 * DAY_MS;
         cycle(&mut m, dec!(1000), t);
         cycle(&mut m, dec!(890), t + 1);
@@ -470,7 +509,7 @@ mod tests {
 
     #[test]
     fn disabled_guards_never_trip_but_still_measure() {
-        let mut m = GuardMonitor::new(levels(), false, dec!(5), None);
+        let mut m = GuardMonitor::new(levels(), false, None);
         let t = 20_000 * DAY_MS;
         cycle(&mut m, dec!(1000), t);
         assert!(cycle(&mut m, dec!(100), t + 1).is_empty());
@@ -508,16 +547,16 @@ mod tests {
             }),
             (GuardKind::Volatility, |m, level, t| {
                 let swing = [dec!(1000), dec!(1010), dec!(1030)][level as usize];
-                for p in [dec!(1000), swing, dec!(1000), swing, dec!(1000), swing] {
-                    m.record_marks(std::iter::once((&"BTC-USD".parse::<Symbol>().unwrap(), p)));
-                }
+                let closes = [dec!(1000), swing, dec!(1000), swing, dec!(1000), swing];
+                m.record_closes(&"BTC-USD".parse::<Symbol>().unwrap(), &closes);
                 m.measure(dec!(1000), t, BTreeMap::new(), &[]);
             }),
             (GuardKind::Concentration, |m, level, t| {
+                // Shares of an equity of 1000: 4 x 10% (0.04), 85% (0.7225), 100% (1).
                 let notionals = [
-                    vec![dec!(1), dec!(1), dec!(1), dec!(1)],
-                    vec![dec!(9), dec!(1)],
-                    vec![dec!(1)],
+                    vec![dec!(100), dec!(100), dec!(100), dec!(100)],
+                    vec![dec!(850)],
+                    vec![dec!(1000)],
                 ][level as usize]
                     .clone();
                 m.measure(dec!(1000), t, BTreeMap::new(), &notionals);
@@ -564,7 +603,7 @@ mod tests {
                     }
                     o
                 };
-                let mut m = GuardMonitor::new(only(guard, &levels), true, dec!(60), None);
+                let mut m = GuardMonitor::new(only(guard, &levels), true, None);
                 let mut t = 20_000 * DAY_MS;
                 feed(&mut m, 0, t);
                 assert!(m.evaluate(Instance::Prod, t).is_empty(), "{guard}: healthy start");
@@ -587,9 +626,7 @@ mod tests {
                 t += 600_000;
                 let mut m2 = m;
                 if guard == GuardKind::Volatility {
-                    for _ in 0..6 {
-                        m2.record_marks(std::iter::once((&"BTC-USD".parse::<Symbol>().unwrap(), dec!(1000))));
-                    }
+                    m2.record_closes(&"BTC-USD".parse::<Symbol>().unwrap(), &[dec!(1000); 6]);
                 }
                 if auto {
                     feed(&mut m2, 0, t);
@@ -619,9 +656,120 @@ mod tests {
     }
 
     #[test]
-    fn herfindahl_index() {
-        assert_eq!(herfindahl(&[]), Decimal::ZERO);
-        assert_eq!(herfindahl(&[dec!(5)]), Decimal::ONE);
-        assert_eq!(herfindahl(&[dec!(5), dec!(-5)]), dec!(0.5));
+    fn concentration_is_measured_in_shares_of_equity() {
+        assert_eq!(concentration(&[], dec!(1000)), Decimal::ZERO);
+        // One symbol, 18% of equity: far from concentrated, however few symbols the bot trades.
+        assert_eq!(concentration(&[dec!(180)], dec!(1000)), dec!(0.0324));
+        assert_eq!(concentration(&[dec!(1000)], dec!(1000)), Decimal::ONE);
+        assert_eq!(concentration(&[dec!(500), dec!(-500)], dec!(1000)), dec!(0.5));
+        assert_eq!(concentration(&[dec!(10)], Decimal::ZERO), Decimal::ONE);
+    }
+
+    #[test]
+    fn a_transfer_out_is_not_a_trading_loss() {
+        let mut m = GuardMonitor::new(daily_loss_only(), true, None);
+        let t = 20_000 * DAY_MS;
+        cycle(&mut m, dec!(10000), t);
+        m.record_transfer_out(dec!(5000));
+        assert!(cycle(&mut m, dec!(5000), t + 1).is_empty());
+        assert_eq!(m.last().daily_loss, Decimal::ZERO);
+        assert_eq!(m.last().drawdown_percent, Decimal::ZERO);
+    }
+
+    /// Closes of a random walk with annualised volatility `sigma`, one per minute (Gaussian
+    /// log returns from a seeded generator; the prices are decimals).
+    fn minute_closes(sigma: f64, minutes: usize, seed: u64) -> Vec<Decimal> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let per_minute = sigma / (525_600f64).sqrt();
+        let mut price = 100_000f64;
+        let mut closes = vec![Decimal::from(100_000)];
+        for _ in 0..minutes {
+            // Box-Muller: a standard normal from two uniforms.
+            let (u1, u2): (f64, f64) = (rng.gen_range(1e-12..1.0), rng.gen_range(0.0..1.0));
+            let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+            price *= (per_minute * z).exp();
+            closes.push(Decimal::from_f64(price).unwrap().round_dp(2));
+        }
+        closes
+    }
+
+    /// Slide the spot profile's volatility guard over `closes`: (windows, ReduceOnly or worse,
+    /// Halted, mean measured value).
+    fn slide(closes: &[Decimal]) -> (usize, usize, usize, f64) {
+        let levels = Guards {
+            volatility: Some(crate::config::profiles::spot_volatility()),
+            ..Guards::default()
+        };
+        let window = levels.volatility.as_ref().unwrap().window as usize;
+        let btc: Symbol = "BTC-USD".parse().unwrap();
+        let (mut windows, mut restricted, mut halted, mut sum) = (0, 0, 0, 0.0);
+        for end in (window + 1)..=closes.len() {
+            let mut m = GuardMonitor::new(levels.clone(), true, None);
+            m.record_closes(&btc, &closes[..end]);
+            m.measure(dec!(1000), 20_000 * DAY_MS, BTreeMap::new(), &[]);
+            let value = m.last().volatility[&btc];
+            sum += value.to_f64().unwrap();
+            match m.evaluate(Instance::Prod, 20_000 * DAY_MS).first() {
+                Some(GuardEvent::Tripped(t)) if t.level == TradingMode::Halted => {
+                    restricted += 1;
+                    halted += 1;
+                }
+                Some(GuardEvent::Tripped(_)) => restricted += 1,
+                _ => {}
+            }
+            windows += 1;
+        }
+        (windows, restricted, halted, sum / windows as f64)
+    }
+
+    /// The spot profile's levels: normal crypto volatility (40–80% a year) never trips over
+    /// thousands of one-minute windows; a regime of about 3× that does. The measurement is
+    /// right whatever the cycle interval: it only sees one-minute closes.
+    #[test]
+    fn spot_volatility_levels_hold_for_normal_crypto_and_trip_at_three_times_that() {
+        for (i, sigma) in [0.4, 0.6, 0.8].into_iter().enumerate() {
+            let (windows, restricted, _, mean) = slide(&minute_closes(sigma, 3_000, 7 + i as u64));
+            assert!(windows > 2_900);
+            assert_eq!(
+                restricted, 0,
+                "normal volatility {sigma} tripped in {restricted} of {windows} windows"
+            );
+            assert!((mean / sigma - 1.0).abs() < 0.05, "measured {mean} for a true {sigma}");
+        }
+        // 3x the middle of the band: ReduceOnly (or worse) nearly always.
+        let (windows, restricted, _, mean) = slide(&minute_closes(3.0 * 0.5, 1_000, 21));
+        assert!(
+            restricted * 100 >= windows * 95,
+            "{restricted} of {windows} windows at 150% ({mean})"
+        );
+        // 3x the top of the band: Halted nearly always, never below ReduceOnly.
+        let (windows, restricted, halted, mean) = slide(&minute_closes(3.0 * 0.8, 1_000, 22));
+        assert_eq!(restricted, windows, "240% always restricts ({mean})");
+        assert!(
+            halted * 100 >= windows * 95,
+            "{halted} of {windows} windows halted at 240%"
+        );
+    }
+
+    #[test]
+    fn volatility_reads_one_minute_closes_and_annualises_them() {
+        // Returns alternating +1% / -1% a minute: stdev ~1.03% a minute = ~7.5 a year.
+        let closes: Vec<Decimal> = (0..21)
+            .map(|i| if i % 2 == 0 { dec!(100) } else { dec!(101) })
+            .collect();
+        let returns = returns_of(&closes);
+        assert_eq!(returns.len(), 20);
+        let annual = annualised_stdev(&returns, VOLATILITY_HORIZON_SECONDS).unwrap();
+        assert!(annual > dec!(7) && annual < dec!(8), "{annual}");
+        // The window keeps the last `window + 1` closes only.
+        let mut m = monitor();
+        let btc: Symbol = "BTC-USD".parse().unwrap();
+        m.record_closes(&btc, &closes);
+        assert_eq!(m.closes[&btc].len(), 6, "window 5 in these levels");
+        assert!(
+            annualised_stdev(&[dec!(0.01)], 60).is_none(),
+            "one return is no estimate"
+        );
     }
 }

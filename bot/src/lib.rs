@@ -14,6 +14,7 @@ pub mod domain;
 pub mod engine;
 pub mod execution;
 pub mod guards;
+pub mod inventory;
 pub mod risk;
 pub mod runner;
 pub mod strategy;

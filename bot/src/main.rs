@@ -3,13 +3,20 @@
 
 use clap::Parser;
 use perps_bot::cli::{AccountCommand, Cli, Command, OrdersCommand};
-use perps_bot::commands::{backtest, orders};
+use perps_bot::commands::{backtest, exporter, flatten, orders};
 use perps_bot::config::{BotConfig, BrokerKind, ConfigError, ConfigOverrides};
 use perps_bot::telemetry::init_logging;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv = match perps_bot::cli::legacy_argv(std::env::args().collect()) {
+        Ok(argv) => argv,
+        Err(error) => {
+            eprintln!("perps-bot: configuration error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(argv);
     init_logging(cli.run.log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = match resolve_config(&cli) {
@@ -96,26 +103,46 @@ async fn dispatch(cli: Cli, config: BotConfig) -> anyhow::Result<()> {
         }) => print_json(&account_snapshot(args, &config).await?),
         None | Some(Command::Run) => perps_bot::runner::run(args, config).await,
         Some(Command::Orders { action }) => {
-            let result = match config.broker {
-                BrokerKind::Paper => {
-                    let paper = perps_bot::broker::paper::PaperExchange::new(
-                        &config.paper,
-                        &config.symbols,
-                        config.derivatives,
-                    );
-                    order_tool(&paper, &config, &action).await?
+            let prefix = args.client_order_prefix();
+            let result = match (config.broker, &action) {
+                (BrokerKind::Paper, OrdersCommand::EditPreview(_) | OrdersCommand::ApplyEdit(_)) => {
+                    anyhow::bail!(ConfigError::new(
+                        "broker",
+                        "editing orders needs the Coinbase broker (the paper exchange has no edit API)"
+                    ))
                 }
-                BrokerKind::Coinbase => {
-                    let (config, broker) = perps_bot::coinbase::connect_for_trading(
-                        args,
-                        &config,
-                        &perps_bot::runner::client_instance(args),
-                    )
-                    .await?;
-                    order_tool(&broker, &config, &action).await?
+                (BrokerKind::Paper, _) => order_tool(&paper(&config), &config, &action, &prefix).await?,
+                (BrokerKind::Coinbase, _) => {
+                    let (config, broker) = connect(args, &config).await?;
+                    match &action {
+                        OrdersCommand::EditPreview(edit) => orders::edit_preview(&broker, edit).await?,
+                        OrdersCommand::ApplyEdit(edit) => orders::apply_edit(&broker, edit).await?,
+                        _ => order_tool(&broker, &config, &action, &prefix).await?,
+                    }
                 }
             };
             print_json(&result)
+        }
+        Some(Command::Flatten) => {
+            let prefix = args.client_order_prefix();
+            let result = match config.broker {
+                BrokerKind::Paper => flatten::run(&paper(&config), &config, &prefix).await?,
+                BrokerKind::Coinbase => {
+                    let (config, broker) = connect(args, &config).await?;
+                    flatten::run(&broker, &config, &prefix).await?
+                }
+            };
+            print_json(&result)
+        }
+        Some(Command::Exporter) => {
+            let file = args
+                .metrics_file
+                .clone()
+                .unwrap_or_else(|| perps_bot::runner::default_metrics_file(&config));
+            exporter::serve(file, args.metrics_addr).await
+        }
+        Some(Command::Treasury { .. }) => {
+            Err(ConfigError::new("treasury", perps_bot::cli::treasury_refusal("treasury")).into())
         }
         Some(Command::Backtest(bt)) => {
             if let Some(count) = bt.generate {
@@ -147,14 +174,29 @@ async fn dispatch(cli: Cli, config: BotConfig) -> anyhow::Result<()> {
     }
 }
 
+fn paper(config: &BotConfig) -> perps_bot::broker::paper::PaperExchange {
+    perps_bot::broker::paper::PaperExchange::new(&config.paper, &config.symbols, config.derivatives)
+}
+
+async fn connect(
+    args: &perps_bot::cli::RunArgs,
+    config: &BotConfig,
+) -> anyhow::Result<(BotConfig, perps_bot::coinbase::CoinbaseBroker)> {
+    perps_bot::coinbase::connect_for_trading(args, config, &perps_bot::runner::client_instance(args)).await
+}
+
 async fn order_tool<B: perps_bot::broker::Broker>(
     broker: &B,
     config: &BotConfig,
     action: &OrdersCommand,
+    prefix: &str,
 ) -> anyhow::Result<serde_json::Value> {
     match action {
-        OrdersCommand::Preview(order) => orders::preview(broker, order).await,
-        OrdersCommand::Place(order) => orders::place(broker, config, order).await,
+        OrdersCommand::Preview(order) => orders::preview(broker, order, prefix).await,
+        OrdersCommand::Place(order) => orders::place(broker, config, order, prefix).await,
+        OrdersCommand::EditPreview(_) | OrdersCommand::ApplyEdit(_) => {
+            anyhow::bail!("editing orders needs the Coinbase broker")
+        }
     }
 }
 

@@ -344,7 +344,11 @@ async fn trade<B: Broker>(
     let mut engine = Engine::start(parts, &mut stop).await?;
     engine.run(cycles, &mut stop).await;
     engine.shutdown(!args.keep_orders_on_exit).await;
-    Ok(())
+    match engine.output_failure() {
+        // The smoke test exists to catch a broken --metrics-file: fail it, naming the path.
+        Some(failure) if args.dev_fast => anyhow::bail!(failure),
+        _ => Ok(()),
+    }
 }
 
 /// SIGTERM or SIGINT stop the loop (the engine then halts and cancels orders).

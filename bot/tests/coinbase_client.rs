@@ -335,8 +335,10 @@ async fn accounts_follow_every_page() {
     sim.shutdown().await;
 }
 
+/// Coins on the account the bot never bought are not its position, not its equity and not
+/// sellable; what its own orders bought is, at its cost basis.
 #[tokio::test]
-async fn spot_holdings_fold_into_cash_so_equity_is_exact() {
+async fn only_coins_the_bot_bought_are_its_position_and_equity() {
     let sim = start_sim(Duration::from_millis(200)).await;
     let key = generate_key(KeyAlgorithm::Es256);
     sim.register_key(
@@ -351,13 +353,93 @@ async fn spot_holdings_fold_into_cash_so_equity_is_exact() {
     .await
     .unwrap();
     let account = broker.account().await.unwrap();
-    assert_eq!(account.positions.len(), 1, "only traded bases count: {account:?}");
+    assert!(
+        account.positions.is_empty(),
+        "the user's 0.5 BTC is not the bot's: {account:?}"
+    );
+    assert_eq!(account.cash, dec!(1000));
+    let report = broker.inventory().unwrap();
+    assert!(report.rebuilt_from_history);
+    let btc = &report.symbols[&sym("BTC-USD")];
+    assert_eq!((btc.own, btc.held, btc.unowned), (dec!(0), dec!(0.5), dec!(0.5)));
+
+    // A sale of the user's coins is refused before the exchange.
+    let sell = order(
+        "pb.local.t-1",
+        "BTC-USD",
+        Side::Sell,
+        dec!(0.1),
+        OrderKind::Market,
+        TimeInForce::Ioc,
+    );
+    match broker.place_order(&sell).await.unwrap_err() {
+        BrokerError::Rejected { reason, .. } => assert_eq!(reason, "SPOT_SHORT"),
+        other => panic!("expected SPOT_SHORT, got {other:?}"),
+    }
+    assert!(sim.order_log().is_empty(), "nothing reached the exchange");
+
+    // What the bot buys (its prefix) is its own, at the fill price; foreign ids are not.
+    let buy = order(
+        "pb.local.t-2",
+        "BTC-USD",
+        Side::Buy,
+        dec!(0.002),
+        OrderKind::Market,
+        TimeInForce::Ioc,
+    );
+    let bought = broker.place_order(&buy).await.unwrap();
+    let manual = order(
+        "manual-1",
+        "BTC-USD",
+        Side::Buy,
+        dec!(0.003),
+        OrderKind::Market,
+        TimeInForce::Ioc,
+    );
+    broker.place_order(&manual).await.unwrap();
+    let account = broker.account().await.unwrap();
+    assert_eq!(account.positions.len(), 1, "{account:?}");
     let position = &account.positions[0];
-    assert_eq!((position.symbol.as_str(), position.quantity), ("BTC-USD", dec!(0.5)));
-    assert_eq!(account.cash, dec!(1000) + dec!(0.5) * position.entry_price);
-    // Whatever the mark later, equity is USD plus the holding at that mark.
+    assert_eq!((position.symbol.as_str(), position.quantity), ("BTC-USD", dec!(0.002)));
+    assert_eq!(position.entry_price, bought.average_fill_price.unwrap());
+    let usd = broker
+        .accounts()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.currency.as_deref() == Some("USD"))
+        .map(|a| a.available_balance.value.req("usd").unwrap())
+        .unwrap();
+    assert_eq!(account.cash, usd + dec!(0.002) * position.entry_price);
+    // Whatever the mark later, equity is USD plus the bot's own coins at that mark.
     let mark = position.entry_price * dec!(1.1);
-    assert_eq!(account.equity(|_| Some(mark)), dec!(1000) + dec!(0.5) * mark);
+    assert_eq!(account.equity(|_| Some(mark)), usd + dec!(0.002) * mark);
+    // Selling its own is fine; one satoshi more is not.
+    let too_much = order(
+        "pb.local.t-3",
+        "BTC-USD",
+        Side::Sell,
+        dec!(0.00200001),
+        OrderKind::Market,
+        TimeInForce::Ioc,
+    );
+    assert!(broker.place_order(&too_much).await.is_err());
+    let own = order(
+        "pb.local.t-4",
+        "BTC-USD",
+        Side::Sell,
+        dec!(0.002),
+        OrderKind::Market,
+        TimeInForce::Ioc,
+    );
+    assert_eq!(broker.place_order(&own).await.unwrap().status, OrderStatus::Filled);
+    assert!(broker.account().await.unwrap().positions.is_empty());
+    let sells: Vec<_> = sim.order_log().into_iter().filter(|e| e.side == "SELL").collect();
+    assert_eq!(
+        sells.len(),
+        1,
+        "only the sale of its own coins reached the exchange: {sells:?}"
+    );
     sim.shutdown().await;
 }
 
@@ -444,16 +526,16 @@ async fn orders_of_every_kind_and_their_rejections() {
         "{killed:?}"
     );
 
-    // Stop-limit sell below the market waits for its trigger.
-    let stop = rounded(quote.bid * dec!(0.9), tick);
+    // Stop-limit buy above the market waits for its trigger.
+    let stop = rounded(quote.ask * dec!(1.1), tick);
     let stop_limit = order(
         "s-1",
         "BTC-USD",
-        Side::Sell,
+        Side::Buy,
         dec!(0.01),
         OrderKind::StopLimit {
             stop_price: stop,
-            limit_price: stop - tick * dec!(10),
+            limit_price: stop + tick * dec!(10),
         },
         TimeInForce::Gtc,
     );

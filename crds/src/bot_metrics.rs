@@ -33,8 +33,8 @@ metrics! {
     DAILY_LOSS_RATIO = "perps_bot_daily_loss_ratio" [] "Daily loss divided by the lowest configured dailyLoss level (0 when none).";
     DRAWDOWN = "perps_bot_drawdown_percent" [] "Percentage drop of equity from its peak.";
     STALENESS = "perps_bot_market_data_staleness_seconds" ["symbol"] "Age of the newest good market data per symbol.";
-    VOLATILITY = "perps_bot_volatility" ["symbol"] "Annualised standard deviation of returns over the guard window, per symbol.";
-    CONCENTRATION = "perps_bot_concentration" [] "Herfindahl index of position notionals (0..1).";
+    VOLATILITY = "perps_bot_volatility" ["symbol"] "Annualised standard deviation of one-minute returns over the guard window (window one-minute returns, whatever the cycle interval), per symbol.";
+    CONCENTRATION = "perps_bot_concentration" [] "Herfindahl index of position notionals as shares of equity, sum of (notional / equity)^2: 0 flat, 1 all equity in one symbol.";
     OPEN_ORDERS = "perps_bot_open_orders" [] "Orders resting on the exchange.";
     POSITION_NOTIONAL = "perps_bot_position_notional" ["symbol"] "Absolute notional of the open position per symbol, in quote currency.";
     EXPOSURE = "perps_bot_exposure_notional" [] "Sum of absolute position notionals, in quote currency.";
@@ -48,6 +48,11 @@ metrics! {
     MODE_KNOWN = "perps_bot_mode_known" [] "1 once the bot knows its effective mode (it trades only then).";
     LEASE_HELD = "perps_bot_lease_held" [] "1 while the bot holds its identity Lease (it trades only then).";
     ACCOUNT_AGE = "perps_bot_account_telemetry_age_seconds" [] "Age of the last successful balances/positions refresh.";
+    INVENTORY = "perps_bot_inventory_quantity" ["symbol"] "Base quantity the bot owns in spot: what its own orders bought net of what they sold, capped to the account.";
+    INVENTORY_UNOWNED = "perps_bot_inventory_unowned_quantity" ["symbol"] "Base currency on the account the bot did not buy: never sold, never counted in its equity.";
+    INVENTORY_CAPPED = "perps_bot_inventory_capped_total" ["symbol"] "Times the account held less than the bot's ledger (coins moved away) and the ledger was capped to what exists.";
+    STATE_WRITE_ERRORS = "perps_bot_state_write_errors_total" ["file"] "Failed writes of the bot's files (guard_state, metrics, health); a guard state that cannot be written restricts the bot to ReduceOnly.";
+    FLATTENS = "perps_bot_flatten_requests_total" ["result"] "Flatten requests acted on (done: own positions closed with reduce-only orders; refused: the trading state or a check refused).";
     UPTIME = "perps_bot_uptime_seconds" [] "Seconds since the bot started.";
 }
 

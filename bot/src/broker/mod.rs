@@ -108,7 +108,8 @@ pub trait Broker: Send + Sync + 'static {
         count: usize,
     ) -> impl Future<Output = Result<Vec<Candle>, BrokerError>> + Send;
 
-    /// Cash (quote currency) and positions.
+    /// Cash (quote currency) and the bot's own positions (in spot: what its own orders bought,
+    /// never coins on the account it did not buy).
     fn account(&self) -> impl Future<Output = Result<AccountState, BrokerError>> + Send;
 
     /// Place an order; returns the order as the exchange reports it right after. Retrying
@@ -123,4 +124,10 @@ pub trait Broker: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<CancelResult>, BrokerError>> + Send;
 
     fn open_orders(&self) -> impl Future<Output = Result<Vec<Order>, BrokerError>> + Send;
+
+    /// The bot's own inventory figures, for brokers that keep one apart from the account's
+    /// balances (the paper exchange's account is the bot's alone: `None`).
+    fn inventory(&self) -> Option<crate::inventory::InventoryReport> {
+        None
+    }
 }

@@ -448,8 +448,16 @@ impl PaperState {
         let now = self.now_ms() / 1000;
         let mut close = market.mid;
         let mut bars = Vec::with_capacity(count);
+        // Bar-to-bar moves uniform in ±range bps: about 45% a year at every granularity.
+        let range = match granularity {
+            Granularity::OneMinute => 12,
+            Granularity::FiveMinute => 27,
+            Granularity::FifteenMinute => 46,
+            Granularity::OneHour => 80,
+            Granularity::OneDay => 400,
+        };
         for i in 0..count {
-            let open = close * (Decimal::ONE + Decimal::new(rng.gen_range(-80..=80), 4));
+            let open = close * (Decimal::ONE + Decimal::new(rng.gen_range(-range..=range), 4));
             let (high, low) = (open.max(close) * dec!(1.002), open.min(close) * dec!(0.998));
             let volume = Decimal::from(rng.gen_range(50..150));
             let start = now - granularity.seconds() * (i as i64 + 1);

@@ -8,16 +8,18 @@
 //! - Perpetuals (INTX) carry their exchange entry price (`entry_vwap`); cash is the
 //!   collateral balance (USD, plus USDC at par when perpetuals are traded: INTX collateral is
 //!   USDC), so equity is collateral plus unrealised PnL, as the exchange reports it.
-//! - Spot holdings have no entry price on the exchange (cost basis is not reliably known
-//!   after transfers). They are valued at the current mid when the account is read: that
-//!   value is folded into cash and the position's entry price is that same mid. Equity is
-//!   therefore exactly `quote balance + Σ holdings · mark`, and "unrealised PnL" of a spot
-//!   position measures the move since the last account read, not since purchase.
+//! - Spot positions are the bot's own inventory ([`crate::inventory`]): what its own orders
+//!   bought net of what they sold, capped to the balance, never the account's whole balance.
+//!   Coins the bot did not buy are not a position, not in equity, not sellable (a spot SELL
+//!   beyond the own inventory is refused here, before the exchange). A position's entry price
+//!   is the bot's cost basis (volume-weighted price of its buys); that cost is folded into
+//!   cash, so equity is exactly `quote balance + Σ own inventory · mark`.
 //! - Only the quote currency and the bases of configured symbols count; other holdings are
 //!   outside the bot's equity (they are not its to trade).
 //! - Cash is the total balance (available + on hold): funds held by our own resting orders
 //!   are still ours.
 
+use super::inventory::{InventoryBook, InventoryOptions};
 use super::rest::RestClient;
 use super::wire::{self, Num};
 use super::ws::MarketFeed;
@@ -63,6 +65,8 @@ pub struct CoinbaseBroker {
     /// A dry run: never change anything on the exchange (no orders, no cancels), even with
     /// credentials that could.
     read_only: bool,
+    /// The bot's own spot inventory (with credentials).
+    inventory: Option<Arc<InventoryBook>>,
 }
 
 impl std::fmt::Debug for CoinbaseBroker {
@@ -125,6 +129,39 @@ impl CoinbaseBroker {
             synthetic_cash,
             intx_portfolio,
             read_only,
+            inventory: None,
+        }
+    }
+
+    /// Keep the bot's own inventory (orders whose client order id starts with
+    /// `options.prefix`); without it, no spot holding counts as the bot's.
+    pub fn with_inventory(mut self, options: InventoryOptions) -> Self {
+        if self.rest.has_credentials() {
+            self.inventory = Some(Arc::new(InventoryBook::new(options)));
+        }
+        self
+    }
+
+    pub(super) fn inventory_book(&self) -> Option<&InventoryBook> {
+        self.inventory.as_deref()
+    }
+
+    /// Product ids of the bot's spot markets.
+    pub(super) fn spot_product_ids(&self) -> Vec<String> {
+        self.by_symbol
+            .iter()
+            .filter(|(s, _)| !s.is_perpetual())
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
+
+    pub(super) fn order_from_wire(&self, w: wire::WireOrder) -> Result<Order, BrokerError> {
+        self.to_order(w)
+    }
+
+    fn record_own(&self, order: &Order) {
+        if let Some(book) = &self.inventory {
+            book.record([order]);
         }
     }
 
@@ -212,7 +249,9 @@ impl CoinbaseBroker {
         let order = envelope
             .order
             .ok_or_else(|| BrokerError::Protocol(format!("{path}: no order in the answer")))?;
-        self.to_order(order)
+        let order = self.to_order(order)?;
+        self.record_own(&order);
+        Ok(order)
     }
 
     fn to_product(&self, symbol: &Symbol, p: &wire::Product) -> Result<Product, BrokerError> {
@@ -420,6 +459,7 @@ impl CoinbaseBroker {
                 message: "client_order_id must be 1 to 128 characters".into(),
             });
         }
+        self.check_own_sell(&order.symbol, order.side, order.quantity).await?;
         let body = self.order_body(order, end_time)?;
         let timeout = Some(self.rest.options().order_timeout);
         // Retried inside with the same body, hence the same client_order_id: a replay
@@ -444,7 +484,7 @@ impl CoinbaseBroker {
                 // The order exists; its status is unknown for now. Report it as pending
                 // rather than as a failure (which could lead to placing it again).
                 tracing::warn!(order_id = %order_id, %error, "order placed but its status could not be read");
-                Ok(Order {
+                let pending = Order {
                     order_id,
                     client_order_id: order.client_order_id.clone(),
                     symbol: order.symbol.clone(),
@@ -455,7 +495,10 @@ impl CoinbaseBroker {
                     filled_quantity: Decimal::ZERO,
                     average_fill_price: None,
                     fees: Decimal::ZERO,
-                })
+                };
+                // Pending in the ledger: the next refresh reads what it became.
+                self.record_own(&pending);
+                Ok(pending)
             }
         }
     }
@@ -543,6 +586,24 @@ impl CoinbaseBroker {
     }
 }
 
+/// The total (available plus on hold) of `currency` over `accounts`.
+fn balance_of(accounts: &[wire::Account], currency: &str) -> Result<Decimal, BrokerError> {
+    let mut total = Decimal::ZERO;
+    for a in accounts.iter().filter(|a| a.currency.as_deref() == Some(currency)) {
+        let available = a
+            .available_balance
+            .value
+            .opt(&format!("{currency} available_balance"))?;
+        let hold = a.hold.value.opt(&format!("{currency} hold"))?;
+        total = total
+            .checked_add(available.unwrap_or_default())
+            .and_then(|t| t.checked_add(hold.unwrap_or_default()))
+            .filter(|t| t.abs() <= wire::MAX_MAGNITUDE)
+            .ok_or_else(|| BrokerError::Protocol(format!("{currency}: balance out of range")))?;
+    }
+    Ok(total)
+}
+
 /// Every account of the key's portfolio, following `cursor` until `has_next` is false.
 pub async fn all_accounts(rest: &RestClient) -> Result<Vec<wire::Account>, BrokerError> {
     let mut all = Vec::new();
@@ -598,6 +659,16 @@ fn order_kind(
 impl Broker for CoinbaseBroker {
     fn name(&self) -> &'static str {
         "coinbase"
+    }
+
+    async fn begin_cycle(&self) {
+        if let Err(error) = self.refresh_inventory().await {
+            tracing::warn!(%error, "own inventory not refreshed this cycle (the last ledger, capped to balances, stays in force)");
+        }
+    }
+
+    fn inventory(&self) -> Option<crate::inventory::InventoryReport> {
+        self.inventory.as_ref().map(|book| book.report())
     }
 
     async fn products(&self, symbols: &[Symbol]) -> Result<Vec<Product>, BrokerError> {
@@ -696,44 +767,37 @@ impl Broker for CoinbaseBroker {
             });
         }
         let accounts = self.accounts().await?;
-        let total_of = |currency: &str| -> Result<Decimal, BrokerError> {
-            let mut total = Decimal::ZERO;
-            for a in accounts.iter().filter(|a| a.currency.as_deref() == Some(currency)) {
-                let available = a
-                    .available_balance
-                    .value
-                    .opt(&format!("{currency} available_balance"))?;
-                let hold = a.hold.value.opt(&format!("{currency} hold"))?;
-                total = total
-                    .checked_add(available.unwrap_or_default())
-                    .and_then(|t| t.checked_add(hold.unwrap_or_default()))
-                    .filter(|t| t.abs() <= wire::MAX_MAGNITUDE)
-                    .ok_or_else(|| BrokerError::Protocol(format!("{currency}: balance out of range")))?;
-            }
-            Ok(total)
-        };
+        let total_of = |currency: &str| -> Result<Decimal, BrokerError> { balance_of(&accounts, currency) };
         let mut cash = total_of(&self.quote_currency)?;
         let trades_perpetuals = self.intx_portfolio.is_some() && self.by_symbol.keys().any(Symbol::is_perpetual);
         if trades_perpetuals && self.quote_currency == "USD" {
             // INTX collateral is USDC, worth one USD each for margin.
             cash += total_of("USDC")?;
         }
+        let holdings = self
+            .by_symbol
+            .keys()
+            .filter(|s| !s.is_perpetual())
+            .map(|s| Ok((s.clone(), total_of(s.base())?)))
+            .collect::<Result<Vec<_>, BrokerError>>()?;
         let mut positions = Vec::new();
-        for symbol in self.by_symbol.keys().filter(|s| !s.is_perpetual()) {
-            let held = total_of(symbol.base())?;
-            if held.is_zero() {
+        for (symbol, quantity, cost) in self.own_spot(&holdings).await? {
+            if quantity.is_zero() {
                 continue;
             }
-            let mark = self.quote(symbol).await?.mid();
-            let value = held
-                .checked_mul(mark)
+            let entry_price = match cost {
+                Some(cost) => cost,
+                None => self.quote(&symbol).await?.mid(),
+            };
+            let value = quantity
+                .checked_mul(entry_price)
                 .filter(|v| v.abs() <= wire::MAX_MAGNITUDE)
                 .ok_or_else(|| BrokerError::Protocol(format!("{symbol}: holding value out of range")))?;
             cash += value;
             positions.push(Position {
-                symbol: symbol.clone(),
-                quantity: held,
-                entry_price: mark,
+                symbol,
+                quantity,
+                entry_price,
             });
         }
         if let Some(portfolio) = self.intx_portfolio.as_deref().filter(|_| trades_perpetuals) {
@@ -852,6 +916,7 @@ impl Broker for CoinbaseBroker {
                 // Only the bot's markets: other orders on the account are not ours to manage.
                 if w.product_id.as_deref().is_some_and(|p| self.by_product.contains_key(p)) {
                     let order = self.to_order(w)?;
+                    self.record_own(&order);
                     if order.status.is_open() {
                         orders.push(order);
                     }

@@ -7,6 +7,7 @@
 //! - [`wire`]: the JSON shapes, parsed leniently and checked.
 //! - [`ws`]: the market data WebSocket (book, ticker, sequence gaps, reconnects).
 //! - [`broker`]: [`CoinbaseBroker`], the `Broker` implementation.
+//! - [`inventory`]: the bot's own spot inventory, rebuilt from the exchange's order history.
 //! - [`snapshot`]: the account snapshot JSON.
 //!
 //! Entry points: [`connect_for_trading`] (from the command line) and [`connect`] (from
@@ -14,6 +15,8 @@
 
 pub mod broker;
 pub mod credentials;
+pub mod edit;
+pub mod inventory;
 pub mod jwt;
 pub mod rate_limit;
 pub mod rest;
@@ -23,6 +26,7 @@ pub mod ws;
 
 pub use broker::{CoinbaseBroker, Market};
 pub use credentials::{CredentialSources, Credentials, CredentialsError, KeyAlgorithm};
+pub use inventory::InventoryOptions;
 pub use rest::{RestClient, RestOptions};
 pub use ws::{FeedOptions, FeedStats, MarketFeed};
 
@@ -49,6 +53,8 @@ pub struct ConnectOptions {
     pub credentials: Option<Credentials>,
     /// Reconnect the market data WebSocket after this much silence.
     pub ws_silence_timeout: Duration,
+    /// The bot's own inventory: whose orders count, where the ledger is kept.
+    pub inventory: InventoryOptions,
 }
 
 impl ConnectOptions {
@@ -58,6 +64,7 @@ impl ConnectOptions {
             ws_url,
             credentials: None,
             ws_silence_timeout: Duration::from_secs(15),
+            inventory: InventoryOptions::new(tradingbot_crds::names::LOCAL_CLIENT_ORDER_PREFIX),
         }
     }
 
@@ -91,8 +98,18 @@ impl ConnectOptions {
         };
         let mut options = Self::new(api_base_url, ws_url, client_instance);
         options.credentials = credentials;
+        options.inventory.prefix = args.client_order_prefix();
         Ok(options)
     }
+}
+
+/// Where the bot's inventory ledger is kept: next to the guard state (or the metrics file).
+pub fn inventory_file(args: &RunArgs, config: &BotConfig) -> std::path::PathBuf {
+    args.state_file
+        .clone()
+        .or_else(|| args.metrics_file.clone())
+        .unwrap_or_else(|| crate::runner::default_metrics_file(config))
+        .with_file_name("inventory.json")
 }
 
 /// Connect for trading: load credentials, check the key, apply derivatives gating (mapping
@@ -103,7 +120,10 @@ pub async fn connect_for_trading(
     config: &BotConfig,
     client_instance: &str,
 ) -> anyhow::Result<(BotConfig, CoinbaseBroker)> {
-    connect(ConnectOptions::from_args(args, client_instance)?, config).await
+    let mut options = ConnectOptions::from_args(args, client_instance)?;
+    options.inventory.file = Some(inventory_file(args, config));
+    options.inventory.full_rebuild_every = config.account_interval;
+    connect(options, config).await
 }
 
 /// [`connect_for_trading`] from explicit options.
@@ -219,6 +239,14 @@ pub async fn connect(options: ConnectOptions, config: &BotConfig) -> anyhow::Res
     let mut adjusted = config.clone();
     adjusted.symbols = markets.iter().map(|m| m.symbol.clone()).collect();
     adjusted.derivatives = markets.iter().any(|m| m.symbol.is_perpetual());
+    if !adjusted.derivatives && adjusted.strategy.enable_shorts {
+        // Spot cannot be shorted: without perpetuals the bot trades long-only.
+        tracing::warn!(
+            event = "long_only",
+            "no perpetuals are traded: shorts are off (spot can only sell what the bot bought)"
+        );
+        adjusted.strategy.enable_shorts = false;
+    }
     for (from, to) in &renamed {
         for map in [
             &mut adjusted.risk.max_notional_per_symbol,
@@ -239,7 +267,8 @@ pub async fn connect(options: ConnectOptions, config: &BotConfig) -> anyhow::Res
         MarketFeed::start(feed_options)
     });
     let synthetic_cash = credentials.is_none().then_some(config.paper.starting_cash);
-    let broker = CoinbaseBroker::new(rest, feed, &markets, synthetic_cash, intx_portfolio, config.dry_run);
+    let broker = CoinbaseBroker::new(rest, feed, &markets, synthetic_cash, intx_portfolio, config.dry_run)
+        .with_inventory(options.inventory);
     if let Some(cash) = synthetic_cash {
         tracing::warn!(event = "synthetic_account", cash = %cash, currency = broker.quote_currency(), "dry run without Coinbase credentials: public market data only, a synthetic account with the paper starting cash and no positions; no orders can be sent");
     }

@@ -317,6 +317,8 @@ impl RestClient {
             attempt += 1;
             limiter.acquire().await;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            // Method and path only: the Authorization header carries a bearer credential.
+            tracing::debug!(method = %method, path, attempt, signed = signer.is_some(), "Coinbase request");
             let mut request = self.http.request(method.clone(), url.clone()).timeout(timeout);
             if let Some(signer) = signer {
                 request = request.bearer_auth(signer.rest_token(method.as_str(), &self.host, url.path()));

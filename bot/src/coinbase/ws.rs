@@ -272,6 +272,13 @@ async fn connection(shared: &Shared, options: &FeedOptions) -> (bool, String) {
         if let (Some(signer), Some(map)) = (&options.signer, message.as_object_mut()) {
             map.insert("jwt".into(), signer.ws_token().into());
         }
+        // The message itself is never logged: its `jwt` is a bearer credential.
+        tracing::debug!(
+            channel,
+            products = options.products.len(),
+            signed = options.signer.is_some(),
+            "subscribing"
+        );
         let sent = tokio::time::timeout(options.connect_timeout, sink.send(Message::text(message.to_string()))).await;
         if !matches!(sent, Ok(Ok(()))) {
             counters.errors.fetch_add(1, Ordering::Relaxed);

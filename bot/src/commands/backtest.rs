@@ -138,9 +138,9 @@ pub fn run(config: &BotConfig, replay: &Replay, baseline: bool) -> Summary {
     let mut strategies: Vec<SymbolStrategy> = replay
         .symbols
         .iter()
-        .map(|_| SymbolStrategy::new(&config.strategy))
+        .map(|s| SymbolStrategy::new(&config.strategy, s))
         .collect();
-    let mut guards = GuardMonitor::new(config.guards.clone(), true, Decimal::from(60), None);
+    let mut guards = GuardMonitor::new(config.guards.clone(), true, None);
     let mut marks: Vec<Decimal> = vec![Decimal::ZERO; replay.symbols.len()];
     let mut ids = ClientIds::new("backtest.");
     let (mut placed, mut refused) = (0u64, 0u64);

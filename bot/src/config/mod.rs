@@ -5,6 +5,7 @@
 
 pub mod overrides;
 pub mod profiles;
+pub mod strategy;
 
 use crate::domain::{Symbol, TimeInForce};
 use rust_decimal::Decimal;
@@ -15,6 +16,10 @@ use tradingbot_crds::Profile;
 use tradingbot_crds::spec::Guards;
 
 pub use overrides::ConfigOverrides;
+pub use strategy::{
+    AtrFilter, EntryFilters, MomentumFilter, ResolvedStrategy, StrategyConfig, SymbolSettings, TrendFilter,
+    VolumeFilter,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -78,56 +83,6 @@ pub struct TradingSession {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StrategyConfig {
-    pub short_window: usize,
-    pub long_window: usize,
-    /// Crossover dead band, in basis points of the mark.
-    pub epsilon_bps: Decimal,
-    /// Bars the crossover must persist before it signals.
-    pub confirmation_bars: usize,
-    pub trailing_stop_percent: Decimal,
-    /// Fraction of equity per entry (before leverage).
-    pub position_fraction: Decimal,
-    /// Largest entry notional, in quote currency.
-    pub max_position_notional: Decimal,
-    /// Leverage applied to entries on perpetuals.
-    pub target_leverage: Decimal,
-    pub enable_shorts: bool,
-    pub spot_filters: Option<SpotFilters>,
-}
-
-/// Entry filters on hourly candles (spot profile).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SpotFilters {
-    pub volume_window: usize,
-    pub volume_multiplier: Decimal,
-    pub rsi_period: usize,
-    /// Long entries only when RSI is at most this.
-    pub rsi_max_for_long: Decimal,
-    /// Trend: slope of the long MA over this many bars must be positive for longs.
-    pub trend_bars: usize,
-    pub atr_period: usize,
-    /// ATR as a percentage of price must lie within this band.
-    pub atr_min_percent: Decimal,
-    pub atr_max_percent: Decimal,
-}
-
-impl Default for SpotFilters {
-    fn default() -> Self {
-        Self {
-            volume_window: 20,
-            volume_multiplier: Decimal::ONE,
-            rsi_period: 14,
-            rsi_max_for_long: Decimal::from(70),
-            trend_bars: 5,
-            atr_period: 14,
-            atr_min_percent: Decimal::new(1, 1),
-            atr_max_percent: Decimal::from(8),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RiskConfig {
     /// Rejects every order.
     pub kill_switch: bool,
@@ -187,6 +142,9 @@ pub struct BotConfig {
     pub profile: Profile,
     pub symbols: Vec<Symbol>,
     pub interval: Duration,
+    /// How often account telemetry is refreshed in full: the own-inventory ledger rebuilt from
+    /// the exchange's order history (`--account-interval`, the reference's 300 s).
+    pub account_interval: Duration,
     pub broker: BrokerKind,
     pub dry_run: bool,
     /// Reduce-only intent from configuration (the profile or a flag).
@@ -240,12 +198,7 @@ impl BotConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.strategy;
-        if s.short_window == 0 || s.short_window >= s.long_window {
-            return Err(ConfigError::new(
-                "strategy.short_window",
-                format!("must be at least 1 and below long_window ({})", s.long_window),
-            ));
-        }
+        s.validate()?;
         if s.position_fraction <= Decimal::ZERO || s.position_fraction > Decimal::ONE {
             return Err(ConfigError::new("strategy.position_fraction", "must be in (0, 1]"));
         }

@@ -2,7 +2,7 @@
 //! TOML, flat keys, unknown keys refused) and the command line (only flags the user passed are
 //! set, so an unpassed flag can never override the profile).
 
-use super::{BotConfig, BrokerKind, ConfigError, OrderStyle, PaperConfig, SpotFilters, UtcWindow};
+use super::{BotConfig, BrokerKind, ConfigError, EntryFilters, OrderStyle, PaperConfig, SymbolSettings, UtcWindow};
 use crate::domain::{Symbol, TimeInForce};
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -18,6 +18,7 @@ pub struct ConfigOverrides {
     pub profile: Option<Profile>,
     pub symbols: Option<Vec<Symbol>>,
     pub interval_seconds: Option<Decimal>,
+    pub account_interval_seconds: Option<Decimal>,
     pub broker: Option<BrokerKind>,
     pub dry_run: Option<bool>,
     pub reduce_only: Option<bool>,
@@ -32,7 +33,11 @@ pub struct ConfigOverrides {
     pub max_position_notional: Option<Decimal>,
     pub target_leverage: Option<Decimal>,
     pub enable_shorts: Option<bool>,
-    pub spot_filters: Option<SpotFilters>,
+    /// Entry filters of every symbol without its own (`{}`: none).
+    pub entry_filters: Option<EntryFilters>,
+    /// Per-symbol windows and filters; what a symbol's entry gives replaces the profile's
+    /// value (the filters as a whole), the rest stays.
+    pub per_symbol: Option<BTreeMap<Symbol, SymbolSettings>>,
 
     pub kill_switch: Option<bool>,
     pub max_leverage: Option<Decimal>,
@@ -97,7 +102,7 @@ impl ConfigOverrides {
             max_position_notional => strategy.max_position_notional;
             target_leverage => strategy.target_leverage;
             enable_shorts => strategy.enable_shorts;
-            spot_filters => strategy.spot_filters;
+            entry_filters => strategy.entry_filters;
             kill_switch => risk.kill_switch;
             max_leverage => risk.max_leverage;
             day_leverage => risk.day_leverage;
@@ -119,12 +124,28 @@ impl ConfigOverrides {
                 ConfigError::new(format!("{source} interval"), "must be a positive number of seconds")
             })?;
         }
+        if let Some(seconds) = self.account_interval_seconds {
+            config.account_interval = decimal_seconds(seconds).ok_or_else(|| {
+                ConfigError::new(
+                    format!("{source} account_interval"),
+                    "must be a positive number of seconds",
+                )
+            })?;
+        }
         if let Some(window) = &self.day_window {
             config.risk.day_window =
                 UtcWindow::parse(window).map_err(|e| ConfigError::new(format!("{source} day_window"), e))?;
         }
         if let Some(guards) = &self.guards {
             merge_guards(&mut config.guards, guards);
+        }
+        for (symbol, given) in self.per_symbol.iter().flatten() {
+            let settings = config.strategy.per_symbol.entry(symbol.clone()).or_default();
+            settings.short_window = given.short_window.or(settings.short_window);
+            settings.long_window = given.long_window.or(settings.long_window);
+            if given.filters.is_some() {
+                settings.filters = given.filters.clone();
+            }
         }
         for (field, value) in [
             ("position_fraction", self.position_fraction),
@@ -213,6 +234,29 @@ mod tests {
         assert!(ConfigOverrides::load(bad.path()).unwrap_err().rule.contains("BTC-USD"));
         let missing = ConfigOverrides::load(Path::new("/nonexistent/x.yaml")).unwrap_err();
         assert!(missing.rule.contains("cannot read"));
+    }
+
+    #[test]
+    fn per_symbol_windows_and_filters_from_a_file() {
+        let yaml = file(
+            ".yaml",
+            "profile: spot\nentry_filters: {}\nper_symbol:\n  BTC-USD:\n    short_window: 3\n    long_window: 9\n    filters: {}\n  ETH-USD:\n    filters:\n      momentum: {window: 7, oversold: \"30\", overbought: \"75\"}\n",
+        );
+        let o = ConfigOverrides::load(yaml.path()).unwrap();
+        let c = BotConfig::resolve(None, &o, &Default::default()).unwrap();
+        let btc = c.strategy.for_symbol(&"BTC-USD".parse().unwrap());
+        assert_eq!((btc.short_window, btc.long_window, btc.filters), (3, 9, None));
+        let eth = c.strategy.for_symbol(&"ETH-USD".parse().unwrap());
+        assert_eq!(eth.long_window, 40, "the profile's window stays");
+        assert_eq!(eth.filters.unwrap().momentum.as_ref().unwrap().window, 7);
+        assert!(
+            eth.filters.unwrap().volume.is_none(),
+            "the file's filters replace the profile's"
+        );
+        let sol = c.strategy.for_symbol(&"SOL-USD".parse().unwrap());
+        assert_eq!(sol.short_window, 8, "other symbols keep the profile's");
+        let bad = file(".yaml", "per_symbol:\n  BTC-USD:\n    filters:\n      rsi: {}\n");
+        assert!(ConfigOverrides::load(bad.path()).unwrap_err().rule.contains("rsi"));
     }
 
     #[test]

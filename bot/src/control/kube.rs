@@ -31,6 +31,8 @@ pub struct View {
     pub guards: Guards,
     /// Guards whose trips the operator has accepted an acknowledgement for: (ack value, guard).
     pub accepted_ack: Option<(String, String)>,
+    /// The flatten request the TradingBot carries (annotation `trading.gpttrader.io/flatten`).
+    pub flatten_request: Option<String>,
 }
 
 /// Pure: the restriction a TradingBot imposes on `instance` (None = the object is gone).
@@ -41,6 +43,7 @@ pub fn interpret(bot: Option<&TradingBot>, instance: Instance) -> View {
             reason: "the TradingBot no longer exists".into(),
             guards: Guards::default(),
             accepted_ack: None,
+            flatten_request: None,
         };
     };
     let spec = &bot.spec;
@@ -67,11 +70,19 @@ pub fn interpret(bot: Option<&TradingBot>, instance: Instance) -> View {
         .and_then(|s| s.last_ack.as_ref())
         .filter(|a| a.result == AckResult::Accepted)
         .and_then(|a| a.guard.clone().map(|g| (format!("{}@{}", a.value, a.time), g)));
+    let flatten_request = bot
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(tradingbot_crds::names::ANNOTATION_FLATTEN))
+        .map(|id| id.trim().to_string())
+        .filter(|id| !id.is_empty());
     View {
         mode,
         reason,
         guards: spec.guards.clone(),
         accepted_ack,
+        flatten_request,
     }
 }
 
@@ -88,6 +99,7 @@ pub async fn watch_tradingbot(
     let config = watcher::Config::default().fields(&format!("metadata.name={}", identity.bot));
     let mut events = watcher::watcher(api, config).boxed();
     let mut seen_acks = BTreeSet::new();
+    let mut seen_flattens = BTreeSet::new();
     let mut first = true;
     loop {
         let event = tokio::select! {
@@ -122,6 +134,12 @@ pub async fn watch_tradingbot(
             && seen_acks.insert(key)
         {
             let _ = acks.send(AckRequest::Guard(guard)).await;
+        }
+        // The engine acts on each id once (persisted), so resending after a restart is safe.
+        if let Some(id) = view.flatten_request
+            && seen_flattens.insert(id.clone())
+        {
+            let _ = acks.send(AckRequest::Flatten(id)).await;
         }
     }
 }
@@ -181,5 +199,22 @@ mod tests {
         };
         let view = interpret(Some(&bot(false, false, Some(status))), Instance::Prod);
         assert_eq!(view.accepted_ack.unwrap().1, "dailyLoss");
+    }
+
+    #[test]
+    fn the_flatten_annotation_is_a_request_id() {
+        let mut tb = bot(false, false, None);
+        assert_eq!(interpret(Some(&tb), Instance::Prod).flatten_request, None);
+        tb.metadata.annotations = Some(
+            [(
+                tradingbot_crds::names::ANNOTATION_FLATTEN.to_string(),
+                " incident-9 ".to_string(),
+            )]
+            .into(),
+        );
+        assert_eq!(
+            interpret(Some(&tb), Instance::Prod).flatten_request.as_deref(),
+            Some("incident-9")
+        );
     }
 }

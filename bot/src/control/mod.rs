@@ -23,6 +23,8 @@ pub mod source {
     pub const CONTROL_FILE: &str = "control-file";
     pub const HTTP: &str = "http";
     pub const SHUTDOWN: &str = "shutdown";
+    /// The bot's own files: a guard state it cannot persist (or read at start) restricts it.
+    pub const STATE: &str = "state";
 }
 
 /// The effective mode and whether it is known yet.
@@ -120,14 +122,18 @@ impl ModeHandle {
     }
 }
 
-/// A request to release a latched in-process trip (from the control file, the HTTP endpoint,
-/// or an acknowledgement the operator accepted).
+/// A request the engine acts on once, at its next cycle: releasing a latched in-process trip
+/// (from the control file, the HTTP endpoint, or an acknowledgement the operator accepted),
+/// or flattening the bot's own positions now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AckRequest {
     /// A trip id as the bot reports it.
     Trip(String),
     /// Every latched trip of this guard (the operator accepted an ack for it).
     Guard(String),
+    /// Close the bot's own positions with reduce-only orders; the id is acted on once (also
+    /// across restarts), so repeating a request does nothing more.
+    Flatten(String),
 }
 
 #[cfg(test)]

@@ -31,11 +31,13 @@ pub enum RejectReason {
     BelowMinSize,
     BelowMinNotional,
     InvalidPrice,
+    /// A spot SELL beyond the bot's own inventory (no shorting without derivatives).
+    SpotShort,
     Exchange,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 20] = [
+    pub const ALL: [RejectReason; 21] = [
         RejectReason::Halted,
         RejectReason::ReduceOnly,
         RejectReason::KillSwitch,
@@ -55,6 +57,7 @@ impl RejectReason {
         RejectReason::BelowMinSize,
         RejectReason::BelowMinNotional,
         RejectReason::InvalidPrice,
+        RejectReason::SpotShort,
         RejectReason::Exchange,
     ];
 
@@ -79,6 +82,7 @@ impl RejectReason {
             RejectReason::BelowMinSize => "below_min_size",
             RejectReason::BelowMinNotional => "below_min_notional",
             RejectReason::InvalidPrice => "invalid_price",
+            RejectReason::SpotShort => "spot_short",
             RejectReason::Exchange => "exchange",
         }
     }
@@ -156,6 +160,9 @@ pub fn check(config: &RiskConfig, guards: &Guards, input: &RiskInput<'_>) -> Res
         );
     }
     let position = input.account.position(input.symbol);
+    if !input.product.is_perpetual {
+        crate::inventory::check_spot_sell(input.symbol, input.side, input.quantity, position)?;
+    }
     if is_reducing(input.side, input.quantity, position) {
         return Ok(());
     }
@@ -429,6 +436,21 @@ mod tests {
         assert!(run(&w, Side::Sell, dec!(100)).is_ok());
         w.config.kill_switch = true;
         assert_eq!(reason(run(&w, Side::Sell, dec!(100))), Some(RejectReason::KillSwitch));
+    }
+
+    #[test]
+    fn spot_sells_beyond_the_own_inventory_are_refused_before_the_exchange() {
+        let mut w = world();
+        assert_eq!(reason(run(&w, Side::Sell, dec!(1))), Some(RejectReason::SpotShort));
+        w.account.positions.push(Position {
+            symbol: w.symbol.clone(),
+            quantity: dec!(2),
+            entry_price: dec!(100),
+        });
+        assert!(run(&w, Side::Sell, dec!(2)).is_ok());
+        assert_eq!(reason(run(&w, Side::Sell, dec!(2.5))), Some(RejectReason::SpotShort));
+        w.product.is_perpetual = true;
+        assert_ne!(reason(run(&w, Side::Sell, dec!(2.5))), Some(RejectReason::SpotShort));
     }
 
     #[test]

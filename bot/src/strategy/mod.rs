@@ -1,13 +1,14 @@
 //! The baseline strategy: moving-average crossover with a dead band and confirmation bars,
-//! a fixed-percentage trailing stop, equity-fraction sizing and (spot) entry filters.
+//! a fixed-percentage trailing stop, equity-fraction sizing and entry filters on hourly
+//! candles, with MA windows and filters per symbol (the reference's spot profile).
 //!
 //! It only *decides*; whether an order is allowed is the trading state's and the risk
 //! engine's business.
 
 pub mod indicators;
 
-use crate::config::{SpotFilters, StrategyConfig};
-use crate::domain::{Candle, Side};
+use crate::config::{EntryFilters, StrategyConfig};
+use crate::domain::{Candle, Side, Symbol};
 use indicators::{MovingAverage, atr, mean, rsi, sma_of_closes};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -71,10 +72,10 @@ pub struct Crossover {
 const NO_SIGNAL_STREAK: usize = usize::MAX / 2;
 
 impl Crossover {
-    pub fn new(config: &StrategyConfig) -> Self {
+    pub fn new(config: &StrategyConfig, short_window: usize, long_window: usize) -> Self {
         Self {
-            short: MovingAverage::new(config.short_window),
-            long: MovingAverage::new(config.long_window),
+            short: MovingAverage::new(short_window),
+            long: MovingAverage::new(long_window),
             epsilon_bps: config.epsilon_bps,
             confirmation_bars: config.confirmation_bars,
             above: 0,
@@ -150,41 +151,46 @@ impl TrailingStop {
     }
 }
 
-/// Spot entry filters on hourly candles. `Err` says which filter refused.
-pub fn spot_entry_allowed(candles: &[Candle], filters: &SpotFilters, side: Side) -> Result<(), &'static str> {
+/// Entry filters on hourly candles (oldest first). `Err` says which filter refused.
+pub fn entry_allowed(candles: &[Candle], filters: &EntryFilters, side: Side) -> Result<(), &'static str> {
     let last = candles.last().ok_or("no hourly candles yet")?;
-    let history = &candles[..candles.len() - 1];
-    let window = history.len().min(filters.volume_window);
-    let average_volume =
-        mean(history[history.len() - window..].iter().map(|c| c.volume)).ok_or("not enough candles")?;
-    if last.volume < average_volume * filters.volume_multiplier {
-        return Err("volume below average");
+    if let Some(volume) = &filters.volume {
+        let history = &candles[..candles.len() - 1];
+        let window = history.len().min(volume.window);
+        let average =
+            mean(history[history.len() - window..].iter().map(|c| c.volume)).ok_or("not enough candles for volume")?;
+        if last.volume < average * volume.multiplier {
+            return Err("volume below average");
+        }
     }
-    let rsi = rsi(candles, filters.rsi_period).ok_or("not enough candles for RSI")?;
-    let rsi_ok = match side {
-        Side::Buy => rsi <= filters.rsi_max_for_long,
-        Side::Sell => rsi >= Decimal::ONE_HUNDRED - filters.rsi_max_for_long,
-    };
-    if !rsi_ok {
-        return Err("RSI out of range");
+    if let Some(momentum) = &filters.momentum {
+        let rsi = rsi(candles, momentum.window).ok_or("not enough candles for RSI")?;
+        match side {
+            Side::Buy if rsi > momentum.oversold => return Err("RSI above oversold"),
+            Side::Sell if rsi < momentum.overbought => return Err("RSI below overbought"),
+            _ => {}
+        }
     }
-    let now = sma_of_closes(candles, filters.trend_bars, 0).ok_or("not enough candles for trend")?;
-    let before =
-        sma_of_closes(candles, filters.trend_bars, filters.trend_bars).ok_or("not enough candles for trend")?;
-    let trend_ok = match side {
-        Side::Buy => now > before,
-        Side::Sell => now < before,
-    };
-    if !trend_ok {
-        return Err("trend against entry");
+    if let Some(trend) = &filters.trend {
+        let now = sma_of_closes(candles, trend.bars, 0).ok_or("not enough candles for trend")?;
+        let before = sma_of_closes(candles, trend.bars, trend.bars).ok_or("not enough candles for trend")?;
+        let with_trend = match side {
+            Side::Buy => now > before,
+            Side::Sell => now < before,
+        };
+        if !with_trend {
+            return Err("trend against entry");
+        }
     }
-    let atr = atr(candles, filters.atr_period).ok_or("not enough candles for ATR")?;
-    if last.close.is_zero() {
-        return Err("no price");
-    }
-    let atr_percent = atr / last.close * Decimal::ONE_HUNDRED;
-    if atr_percent < filters.atr_min_percent || atr_percent > filters.atr_max_percent {
-        return Err("ATR outside band");
+    if let Some(band) = &filters.volatility {
+        let atr = atr(candles, band.period).ok_or("not enough candles for ATR")?;
+        if last.close.is_zero() {
+            return Err("no price");
+        }
+        let percent = atr / last.close * Decimal::ONE_HUNDRED;
+        if percent < band.min_percent || percent > band.max_percent {
+            return Err("ATR outside band");
+        }
     }
     Ok(())
 }
@@ -207,21 +213,25 @@ pub struct DecisionInput<'a> {
     /// True when only reducing orders can pass (the strategy then only closes).
     pub reduce_only: bool,
     pub perpetual: bool,
-    /// Hourly candles, oldest first (only used with spot filters).
+    /// Hourly candles, oldest first (only used with entry filters).
     pub hourly: &'a [Candle],
 }
 
 /// The strategy state of one symbol.
 #[derive(Debug, Clone)]
 pub struct SymbolStrategy {
+    symbol: Symbol,
     crossover: Crossover,
     trailing: TrailingStop,
 }
 
 impl SymbolStrategy {
-    pub fn new(config: &StrategyConfig) -> Self {
+    /// The state for `symbol`, with its own MA windows when the configuration gives them.
+    pub fn new(config: &StrategyConfig, symbol: &Symbol) -> Self {
+        let own = config.for_symbol(symbol);
         Self {
-            crossover: Crossover::new(config),
+            symbol: symbol.clone(),
+            crossover: Crossover::new(config, own.short_window, own.long_window),
             trailing: TrailingStop::new(config.trailing_stop_percent),
         }
     }
@@ -265,8 +275,8 @@ impl SymbolStrategy {
                         reason: "reduce-only: no new positions",
                     };
                 }
-                if let Some(filters) = &config.spot_filters
-                    && let Err(reason) = spot_entry_allowed(input.hourly, filters, side)
+                if let Some(filters) = config.for_symbol(&self.symbol).filters
+                    && let Err(reason) = entry_allowed(input.hourly, filters, side)
                 {
                     return Decision::Hold { reason };
                 }
@@ -314,7 +324,7 @@ mod tests {
     }
 
     fn run(config: &StrategyConfig, marks: &[i64], mut position: Decimal) -> Vec<&'static str> {
-        let mut s = SymbolStrategy::new(config);
+        let mut s = SymbolStrategy::new(config, &"BTC-USD".parse().unwrap());
         marks
             .iter()
             .map(|m| {
@@ -393,7 +403,7 @@ mod tests {
     #[test]
     fn reduce_only_never_enters() {
         let c = config(2, 4, 0);
-        let mut s = SymbolStrategy::new(&c);
+        let mut s = SymbolStrategy::new(&c, &"BTC-USD".parse().unwrap());
         for m in [100, 99, 98, 97, 96, 98, 101] {
             let d = s.decide(
                 &c,
@@ -418,24 +428,119 @@ mod tests {
         assert_eq!(entry_notional(&c, dec!(10000000), false), dec!(50000));
     }
 
-    #[test]
-    fn spot_filters_name_the_filter_that_refuses() {
-        let f = SpotFilters::default();
-        let rising: Vec<Candle> = (0..40)
-            .map(|i| {
-                let c = Decimal::from(100 + i);
+    fn hourly(closes: &[i64], last_volume: Decimal) -> Vec<Candle> {
+        let n = closes.len();
+        closes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let c = Decimal::from(*c);
                 Candle {
-                    start: i,
+                    start: i as i64 * 3600,
                     open: c,
                     high: c + dec!(2),
                     low: c - dec!(1),
                     close: c,
-                    volume: dec!(10),
+                    volume: if i + 1 == n { last_volume } else { dec!(10) },
                 }
             })
-            .collect();
-        // Only rising closes: RSI 100 refuses a long entry.
-        assert_eq!(spot_entry_allowed(&rising, &f, Side::Buy), Err("RSI out of range"));
-        assert_eq!(spot_entry_allowed(&[], &f, Side::Buy), Err("no hourly candles yet"));
+            .collect()
+    }
+
+    #[test]
+    fn entry_filters_name_the_filter_that_refuses() {
+        let f = crate::config::profiles::builtin(Profile::Spot)
+            .strategy
+            .for_symbol(&"BTC-USD".parse().unwrap())
+            .filters
+            .unwrap()
+            .clone();
+        let rising: Vec<i64> = (0..40).map(|i| 100 + i).collect();
+        let falling: Vec<i64> = (0..40).map(|i| 200 - i).collect();
+        // Only rising closes: RSI 100 is above BTC's oversold level (40).
+        assert_eq!(
+            entry_allowed(&hourly(&rising, dec!(20)), &f, Side::Buy),
+            Err("RSI above oversold")
+        );
+        assert_eq!(
+            entry_allowed(&hourly(&falling, dec!(11.9)), &f, Side::Buy),
+            Err("volume below average")
+        );
+        assert_eq!(entry_allowed(&hourly(&falling, dec!(12)), &f, Side::Buy), Ok(()));
+        assert_eq!(entry_allowed(&[], &f, Side::Buy), Err("no hourly candles yet"));
+        assert_eq!(
+            entry_allowed(&hourly(&rising, dec!(1)), &EntryFilters::default(), Side::Buy),
+            Ok(())
+        );
+    }
+
+    /// One golden scenario per symbol of the spot profile, with its own windows and filters:
+    /// marks fall for a long window then rise; hourly candles fall (oversold) with a volume
+    /// spike. Expected: the bar of the first BUY (from the symbol's MA windows), and what the
+    /// filters say when the volume is just below the symbol's multiplier or the RSI is high.
+    #[test]
+    fn golden_spot_decisions_per_symbol() {
+        let config = crate::config::profiles::builtin(Profile::Spot).strategy;
+        // (symbol, bar of the first BUY, verdict with rising hourly closes). BTC worked by hand:
+        // at bar 47 the MA(5) of the rising marks (978) first clears the MA(40) (975.9) by more
+        // than the 1 bps dead band; ETH has no momentum filter, so rising closes pass.
+        let golden: [(&str, usize, &str); 10] = [
+            ("BTC-USD", 47, "RSI above oversold"),
+            ("ETH-USD", 49, "allowed"),
+            ("SOL-USD", 39, "RSI above oversold"),
+            ("XRP-USD", 59, "RSI above oversold"),
+            ("LTC-USD", 42, "RSI above oversold"),
+            ("ADA-USD", 62, "RSI above oversold"),
+            ("DOGE-USD", 74, "RSI above oversold"),
+            ("BCH-USD", 36, "RSI above oversold"),
+            ("AVAX-USD", 44, "RSI above oversold"),
+            ("LINK-USD", 54, "RSI above oversold"),
+        ];
+        for (name, first_buy, rising_reason) in golden {
+            let symbol: Symbol = name.parse().unwrap();
+            let own = config.for_symbol(&symbol);
+            let filters = own.filters.unwrap();
+            let volume = filters.volume.as_ref().unwrap();
+            let spike = dec!(10) * volume.multiplier;
+            let falling: Vec<i64> = (0..80).map(|i| 500 - 2 * i).collect();
+            let oversold = hourly(&falling, spike);
+            let mut strategy = SymbolStrategy::new(&config, &symbol);
+            let marks: Vec<i64> = (0..own.long_window as i64)
+                .map(|i| 1000 - i)
+                .chain((1..60).map(|i| 1000 - own.long_window as i64 + 3 * i))
+                .collect();
+            let buy = marks.iter().position(|m| {
+                let d = strategy.decide(
+                    &config,
+                    DecisionInput {
+                        mark: Decimal::from(*m),
+                        position: Decimal::ZERO,
+                        equity: dec!(100000),
+                        reduce_only: false,
+                        perpetual: false,
+                        hourly: &oversold,
+                    },
+                );
+                matches!(d, Decision::Enter { side: Side::Buy, .. })
+            });
+            assert_eq!(
+                buy,
+                Some(first_buy),
+                "{name}: windows {}/{}",
+                own.short_window,
+                own.long_window
+            );
+            let just_below = hourly(&falling, spike - dec!(0.01));
+            assert_eq!(
+                entry_allowed(&just_below, filters, Side::Buy),
+                Err("volume below average"),
+                "{name}"
+            );
+            let rising: Vec<i64> = (0..80).map(|i| 100 + 2 * i).collect();
+            let verdict = entry_allowed(&hourly(&rising, spike), filters, Side::Buy)
+                .err()
+                .unwrap_or("allowed");
+            assert_eq!(verdict, rising_reason, "{name}");
+        }
     }
 }

@@ -44,6 +44,11 @@ pub struct BotMetrics {
     pub lease_held: IntGauge,
     pub account_age: Gauge,
     pub uptime: Gauge,
+    pub inventory: GaugeVec,
+    pub inventory_unowned: GaugeVec,
+    pub inventory_capped: IntCounterVec,
+    pub state_write_errors: IntCounterVec,
+    pub flattens: IntCounterVec,
 }
 
 fn opts(def: MetricDef) -> Opts {
@@ -52,6 +57,10 @@ fn opts(def: MetricDef) -> Opts {
 
 /// Error kinds counted by `perps_bot_errors_total`.
 pub const ERROR_KINDS: [&str; 3] = ["cycle", "exchange", "order"];
+/// Files counted by `perps_bot_state_write_errors_total`.
+pub const OUTPUT_FILES: [&str; 3] = ["guard_state", "metrics", "health"];
+/// Results counted by `perps_bot_flatten_requests_total`.
+pub const FLATTEN_RESULTS: [&str; 2] = ["done", "refused"];
 
 impl BotMetrics {
     pub fn new(version: &str, profile: &str, instance: &str, symbols: &[Symbol]) -> Self {
@@ -102,6 +111,17 @@ impl BotMetrics {
             lease_held: reg!(IntGauge::with_opts(opts(m::LEASE_HELD))),
             account_age: reg!(Gauge::with_opts(opts(m::ACCOUNT_AGE))),
             uptime: reg!(Gauge::with_opts(opts(m::UPTIME))),
+            inventory: reg!(GaugeVec::new(opts(m::INVENTORY), m::INVENTORY.labels)),
+            inventory_unowned: reg!(GaugeVec::new(opts(m::INVENTORY_UNOWNED), m::INVENTORY_UNOWNED.labels)),
+            inventory_capped: reg!(IntCounterVec::new(
+                opts(m::INVENTORY_CAPPED),
+                m::INVENTORY_CAPPED.labels
+            )),
+            state_write_errors: reg!(IntCounterVec::new(
+                opts(m::STATE_WRITE_ERRORS),
+                m::STATE_WRITE_ERRORS.labels
+            )),
+            flattens: reg!(IntCounterVec::new(opts(m::FLATTENS), m::FLATTENS.labels)),
             registry,
         };
         metrics.create_series(symbols);
@@ -113,7 +133,16 @@ impl BotMetrics {
         for kind in ERROR_KINDS {
             self.errors.with_label_values(&[kind]);
         }
+        for file in OUTPUT_FILES {
+            self.state_write_errors.with_label_values(&[file]);
+        }
+        for result in FLATTEN_RESULTS {
+            self.flattens.with_label_values(&[result]);
+        }
         for symbol in symbols {
+            self.inventory.with_label_values(&[symbol.as_str()]);
+            self.inventory_unowned.with_label_values(&[symbol.as_str()]);
+            self.inventory_capped.with_label_values(&[symbol.as_str()]);
             self.staleness.with_label_values(&[symbol.as_str()]);
             self.volatility.with_label_values(&[symbol.as_str()]);
             self.position_notional.with_label_values(&[symbol.as_str()]);

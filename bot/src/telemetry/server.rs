@@ -1,5 +1,6 @@
 //! The bot's HTTP server: `/metrics`, `/metrics.json`, `/healthz`, `/readyz` and the
-//! authenticated control endpoint (`POST /control/mode`, `POST /control/ack`, `GET /control`).
+//! authenticated control endpoint (`POST /control/mode`, `POST /control/ack`,
+//! `POST /control/flatten`, `GET /control`).
 
 use super::metrics::BotMetrics;
 use super::snapshot::Snapshot;
@@ -62,6 +63,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/control", get(control_view))
         .route("/control/mode", post(control_mode))
         .route("/control/ack", post(control_ack))
+        .route("/control/flatten", post(control_flatten))
         .with_state(state)
 }
 
@@ -130,6 +132,15 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if !vitals.lease_held {
         missing.push("identity Lease not held".to_string());
     }
+    // The bot's own state files: a guard state it cannot persist makes it not ready.
+    missing.extend(
+        state
+            .mode
+            .inputs()
+            .into_iter()
+            .filter(|(name, mode, _)| name == source::STATE && *mode != TradingMode::Normal)
+            .map(|(_, _, reason)| reason),
+    );
     if missing.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -171,6 +182,14 @@ struct ModeCommand {
 #[serde(deny_unknown_fields)]
 struct AckCommand {
     trip_id: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FlattenCommand {
+    /// Acted on once; repeating the same id does nothing more (default: a fresh id).
+    #[serde(default)]
+    request_id: Option<String>,
 }
 
 /// Bearer-token check in constant time. No token configured = the endpoint is off.
@@ -238,5 +257,36 @@ async fn control_ack(
             }
         }
         Err(error) => (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
+    }
+}
+
+async fn control_flatten(State(state): State<Arc<AppState>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Err(refusal) = authorise(&state, &headers) {
+        return refusal.into_response();
+    }
+    let command: FlattenCommand = if body.iter().all(u8::is_ascii_whitespace) {
+        FlattenCommand::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(command) => command,
+            Err(error) => return (StatusCode::BAD_REQUEST, format!("invalid JSON body: {error}\n")).into_response(),
+        }
+    };
+    let id = command
+        .request_id
+        .map(|id| id.trim().to_string())
+        .filter(|id| !id.is_empty())
+        .unwrap_or_else(|| format!("http-{}", uuid::Uuid::new_v4()));
+    if id.len() > 200 {
+        return (StatusCode::BAD_REQUEST, "request_id: at most 200 characters\n").into_response();
+    }
+    tracing::info!(source = "http", request_id = %id, "flatten request received");
+    match state.acks.send(AckRequest::Flatten(id.clone())).await {
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({"request_id": id, "status": "queued for the next cycle"})),
+        )
+            .into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the bot is shutting down\n").into_response(),
     }
 }

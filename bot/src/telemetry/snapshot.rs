@@ -58,6 +58,9 @@ pub struct Snapshot {
     pub mode_known: bool,
     pub dry_run: bool,
     pub trips: Vec<GuardTrip>,
+    /// The bot's own inventory per symbol (spot, on Coinbase): owned, held, unowned, capped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<crate::inventory::InventoryReport>,
     pub system: SystemView,
 }
 

@@ -124,6 +124,31 @@ impl Shell {
         }
     }
 
+    /// Start a long-running documented command (a server such as `perps-bot exporter ...`) in
+    /// the background. It counts as run once [`Background::confirm`] finds it still running
+    /// after the caller checked it works; it is stopped (its whole process group, by pid) when
+    /// the returned value is dropped.
+    pub fn spawn(&self, command: &str, log: &Path) -> Background {
+        use std::os::unix::process::CommandExt;
+        let out = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        let child = Command::new("bash")
+            .args(["-o", "pipefail", "-c", command])
+            .current_dir(&self.dir)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("PATH", &self.path)
+            .envs(&self.vars)
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("`{command}`: {e}"));
+        Background {
+            command: command.to_string(),
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
     /// Run `command`, panicking with its output when it fails.
     pub fn sh(&self, command: &str) -> String {
         self.run(command).unwrap_or_else(|e| panic!("{e}"))
@@ -150,5 +175,92 @@ impl Shell {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+}
+
+/// A documented command running in the background (see [`Shell::spawn`]).
+pub struct Background {
+    command: String,
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Background {
+    /// What it printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Record it as run: it must still be running (a server that exited failed).
+    pub fn confirm(&mut self) {
+        assert!(
+            self.running(),
+            "`{}` exited: {:?}\n{}",
+            self.command,
+            self.child.try_wait(),
+            self.log()
+        );
+        record(&self.command);
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if self.running() {
+            // SAFETY: kill(2) on the process group we started (its id is the child's pid).
+            unsafe {
+                libc::kill(-(self.child.id() as i32), libc::SIGTERM);
+            }
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shell() -> Shell {
+        Shell::new(&Cluster {
+            kubeconfig: PathBuf::from("/nonexistent/kubeconfig"),
+            kubectl_path: PathBuf::from("/usr/bin/kubectl"),
+        })
+    }
+
+    #[test]
+    fn a_failing_command_is_an_error_and_not_recorded() {
+        let error = shell().run("echo out; echo err >&2; exit 3").unwrap_err();
+        assert!(error.status.contains('3'), "{error}");
+        assert_eq!((error.stdout.trim(), error.stderr.trim()), ("out", "err"));
+        assert!(!ledger().contains("echo out; echo err >&2; exit 3"));
+        assert!(shell().run("false | true").is_err(), "pipefail");
+    }
+
+    #[test]
+    fn variables_reach_the_command_and_successes_are_recorded() {
+        let mut shell = shell();
+        shell.var("BOT", "dev-bot");
+        assert_eq!(shell.sh("echo $BOT").trim(), "dev-bot");
+        assert!(ledger().contains("echo $BOT"));
+    }
+
+    #[test]
+    fn a_background_command_is_recorded_when_confirmed_and_stopped_when_dropped() {
+        let log = std::env::temp_dir().join(format!("shell-spawn-{}.log", std::process::id()));
+        let mut server = shell().spawn("echo serving; sleep 60", &log);
+        let pid = server.child.id();
+        while !server.log().contains("serving") {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server.confirm();
+        assert!(ledger().contains("echo serving; sleep 60"));
+        drop(server);
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "stopped");
+        let _ = std::fs::remove_file(log);
     }
 }

@@ -9,7 +9,8 @@
 //!
 //! * a new documented command fails this test until a phase below runs it: add
 //!   `docs.sh("<the command, as in the docs>")` to the phase whose state it needs (or a new
-//!   phase), with the variables it uses set (`docs.var`);
+//!   phase), with the variables it uses set (`docs.var`); a server (a command that keeps
+//!   running) goes through `docs.spawn(...)`, is checked while it runs, then `confirm()`ed;
 //! * a command changed in the docs fails the phase still running the old text;
 //! * a command that cannot run here goes into [`NOT_RUN_HERE`] with its reason (kept short:
 //!   an entry no doc shows any more fails the test too).
@@ -96,6 +97,13 @@ impl Docs {
     fn sh_in(&self, dir: &std::path::Path, command: &str) -> String {
         self.documented(command);
         self.shell.in_dir(dir).sh(command)
+    }
+
+    /// Start a documented command that keeps running (a server); see `Background::confirm`.
+    #[allow(dead_code)] // for servers the docs show; none is run yet
+    fn spawn(&self, dir: &std::path::Path, command: &str, log: &std::path::Path) -> e2e::shell::Background {
+        self.documented(command);
+        self.shell.in_dir(dir).spawn(command, log)
     }
 
     /// Run a documented command until its output is what `accept` wants; every run must exit 0.
