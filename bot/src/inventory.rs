@@ -152,6 +152,13 @@ impl Ledger {
             .collect()
     }
 
+    /// Mark an order as unable to fill any more (the exchange no longer knows it).
+    pub fn close(&mut self, order_id: &str) {
+        if let Some(order) = self.orders.get_mut(order_id) {
+            order.done = true;
+        }
+    }
+
     /// If the account holds less of `symbol` than the ledger, take the difference off the
     /// books (someone moved coins away) and return it.
     pub fn cap_to(&mut self, symbol: &Symbol, held: Decimal) -> Option<Decimal> {

@@ -504,3 +504,78 @@ async fn without_derivatives_the_prod_profile_is_long_only_and_never_shorts_spot
     assert!(side("SELL") <= side("BUY"), "{filled:?}");
     assert_eq!(exchange.balance("BTC").await, dec!(1) + side("BUY") - side("SELL"));
 }
+
+/// A resting sell of the bot's coins offers them: while it rests, nothing more can be sold;
+/// when the market fills it between cycles, the next refresh takes the coins off the books.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resting_sell_reserves_the_coins_and_its_later_fill_is_reconciled() {
+    use perps_bot::broker::Broker;
+    use perps_bot::domain::{OrderKind, OrderRequest, OrderStatus, Side, TimeInForce};
+    let exchange = Exchange::start(Duration::from_millis(200), &[("USD", dec!(10000)), ("BTC", dec!(1))]).await;
+    let mut config = perps_bot::config::profiles::builtin(tradingbot_crds::Profile::Spot);
+    config.symbols = vec!["BTC-USD".parse().unwrap()];
+    let options = ConnectOptions::new(exchange.sim.api_url(), None, "test")
+        .with_credentials(Credentials::from_json(&exchange.key.cdp_key_json(), "test").unwrap());
+    let (_, broker) = coinbase::connect(options, &config).await.unwrap();
+    let order = |id: &str, side, quantity, kind, tif| OrderRequest {
+        client_order_id: format!("{LOCAL}{id}"),
+        symbol: "BTC-USD".parse().unwrap(),
+        side,
+        quantity,
+        kind,
+        tif,
+        reduce_only: false,
+        leverage: None,
+        preview_id: None,
+    };
+    broker
+        .place_order(&order(
+            "b-1",
+            Side::Buy,
+            dec!(0.002),
+            OrderKind::Market,
+            TimeInForce::Ioc,
+        ))
+        .await
+        .unwrap();
+    let above = (exchange.sim.mid_price("BTC-USD").unwrap() * dec!(1.03)).round_dp(2);
+    let resting = broker
+        .place_order(&order(
+            "s-1",
+            Side::Sell,
+            dec!(0.002),
+            OrderKind::Limit { limit_price: above },
+            TimeInForce::Gtc,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resting.status, OrderStatus::Open);
+    let again = broker
+        .place_order(&order(
+            "s-2",
+            Side::Sell,
+            dec!(0.001),
+            OrderKind::Market,
+            TimeInForce::Ioc,
+        ))
+        .await
+        .unwrap_err();
+    assert!(format!("{again}").contains("SPOT_SHORT"), "{again}");
+    assert_eq!(
+        broker.account().await.unwrap().position(&"BTC-USD".parse().unwrap()),
+        dec!(0.002)
+    );
+
+    shock(&exchange, "BTC-USD", 6);
+    broker.begin_cycle().await;
+    let account = broker.account().await.unwrap();
+    assert!(account.positions.is_empty(), "the fill is reconciled: {account:?}");
+    let report = broker.inventory().unwrap();
+    let btc = &report.symbols[&"BTC-USD".parse().unwrap()];
+    assert_eq!(
+        (btc.bought, btc.sold, btc.caps),
+        (dec!(0.002), dec!(0.002), 0),
+        "no cap: {btc:?}"
+    );
+    assert_eq!(exchange.balance("BTC").await, dec!(1));
+}

@@ -300,21 +300,31 @@ impl CoinbaseBroker {
                 return Err(error);
             }
         };
-        let seen: std::collections::BTreeSet<String> = orders.iter().map(|o| o.order_id.clone()).collect();
+        let read = orders.len();
+        let mut seen: std::collections::BTreeSet<String> = orders.iter().map(|o| o.order_id.clone()).collect();
         book.record(&orders);
-        let stragglers: Vec<String> = book
-            .lock()
-            .ledger
-            .pending()
-            .into_iter()
-            .filter(|id| !seen.contains(id))
-            .take(MAX_PENDING_LOOKUPS)
-            .collect();
-        for id in stragglers {
+        let pending = |seen: &std::collections::BTreeSet<String>| -> Vec<String> {
+            book.lock()
+                .ledger
+                .pending()
+                .into_iter()
+                .filter(|id| !seen.contains(id))
+                .collect()
+        };
+        if !pending(&seen).is_empty() {
+            // Older own orders that may still fill: one listing of the open ones (it records
+            // them), then a lookup only of those that finished since.
+            let open = crate::broker::Broker::open_orders(self)
+                .await
+                .inspect_err(|e| book.note_error(e))?;
+            seen.extend(open.into_iter().map(|o| o.order_id));
+        }
+        for id in pending(&seen).into_iter().take(MAX_PENDING_LOOKUPS) {
             match self.get_order(&id).await {
                 Ok(order) => book.record([&order]),
                 Err(BrokerError::NotFound(_)) => {
-                    tracing::warn!(order_id = %id, "an own order is no longer known to the exchange")
+                    tracing::warn!(order_id = %id, "an own order is no longer known to the exchange: it fills no more");
+                    book.lock().ledger.close(&id);
                 }
                 Err(error) => {
                     book.note_error(&error);
@@ -332,7 +342,7 @@ impl CoinbaseBroker {
             state.last_rebuild_ms = Some(started_ms);
             drop(state);
             if first {
-                tracing::info!(event = "inventory_rebuilt", orders = seen.len(), prefix = %book.prefix(), "own inventory rebuilt from the exchange's order history");
+                tracing::info!(event = "inventory_rebuilt", orders = read, prefix = %book.prefix(), "own inventory rebuilt from the exchange's order history");
             }
         }
         Ok(())
