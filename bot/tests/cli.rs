@@ -173,11 +173,12 @@ fn help_documents_every_flag() {
         "--control-token-file",
         "--keep-orders-on-exit",
         "--disable-guards",
+        "--account-interval",
     ] {
         assert!(help.contains(flag), "--help does not document {flag}");
     }
     assert!(help.contains("9102"), "the default metrics address is documented");
-    for command in ["orders", "account", "backtest"] {
+    for command in ["orders", "account", "backtest", "flatten", "exporter"] {
         assert!(help.contains(command), "--help does not list `{command}`");
     }
 }
