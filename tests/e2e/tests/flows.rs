@@ -92,7 +92,8 @@ async fn apply_a_bot_inspect_it_and_restart_its_pod() {
     );
     assert!(
         flow.sh(r#"kubectl -n $NS get lease $BOT-trading -o jsonpath='{.spec.holderIdentity}{"\n"}'"#)
-            .starts_with("dev-bot-")
+            .starts_with("dev-bot"),
+        "the Lease is held by the bot"
     );
     assert!(
         flow.sh("kubectl -n $OPNS get pods -l app.kubernetes.io/name=tradingbot-operator")
