@@ -247,9 +247,8 @@ fn cross_field_rules_section(out: &mut Doc) {
     out.line("| Field | Rule |");
     out.line("|---|---|");
     out.line(format!(
-        "| `metadata.name` | {} The API server refuses other names (pattern `{}`). |",
-        names::bot_name_rule(),
-        names::BOT_NAME_PATTERN
+        "| `metadata.name` | Must be {}. The API server refuses other names (the CRD's pattern on `metadata.name`). |",
+        names::bot_name_rule()
     ));
     out.line(format!(
         "| `spec.exchange.derivatives` | Must not be `true` with a spot-only profile ({}). |",

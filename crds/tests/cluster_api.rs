@@ -171,6 +171,9 @@ fn invalid_specs_are_refused_by_the_api_server_naming_the_field() {
         ),
         ("spec.image", json!("perps bot:v1"), "spec.image"),
         ("spec.dryRun", json!("yes"), "spec.dryRun"),
+        // Names with '--' would share child names with another bot's canary instance.
+        ("metadata.name", json!("btc--canary"), "metadata.name"),
+        ("metadata.name", json!("a".repeat(41)), "metadata.name"),
     ];
     assert!(cases.len() >= 15);
     for (path, value, field) in cases {
@@ -186,9 +189,15 @@ fn invalid_specs_are_refused_by_the_api_server_naming_the_field() {
             "{path} = {value}: the error does not name {field}: {message}"
         );
     }
-    // The valid base itself is accepted.
+    // The valid base itself is accepted, and so is a name that only ends in -canary.
     ns.cluster()
         .kubectl_stdin(&["-n", &ns.name, "apply", "-f", "-"], &valid().to_string())
+        .unwrap();
+    ns.cluster()
+        .kubectl_stdin(
+            &["-n", &ns.name, "apply", "-f", "-"],
+            &with("metadata.name", json!("btc-canary")).to_string(),
+        )
         .unwrap();
 }
 

@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use support::sim::PodExchange;
+use support::sim::{MarketMover, PodExchange};
 use support::*;
 use test_harness::{TestNamespace, eventually};
 
@@ -36,8 +36,11 @@ fn spec(promotion: &str, min_duration: u32) -> Value {
     })
 }
 
-async fn setup(prefix: &str, name: &str, spec: Value) -> (PodExchange, TestNamespace) {
+/// The market keeps moving (±1 % every 4 s) for as long as the returned mover lives, so that every
+/// prod process trades and the no-overlap check has something to check.
+async fn setup(prefix: &str, name: &str, spec: Value) -> (PodExchange, TestNamespace, MarketMover) {
     let exchange = PodExchange::start().await;
+    let mover = exchange.keep_moving(&["BTC-USD", "ETH-USD", "SOL-USD"], 1, Duration::from_secs(4));
     let ns = namespace_with_operator(prefix, exchange.operator_values()).await;
     let key = exchange.key(&[("USD", Decimal::from(100_000))], false);
     exchange.secret(&ns, "coinbase-demo", &key);
@@ -51,7 +54,23 @@ async fn setup(prefix: &str, name: &str, spec: Value) -> (PodExchange, TestNames
         Duration::from_secs(30),
     )
     .await;
-    (exchange, ns)
+    (exchange, ns, mover)
+}
+
+/// Wait until `count` distinct prod processes of `bot` have placed orders.
+async fn wait_for_prod_traders(exchange: &PodExchange, ns: &TestNamespace, bot: &str, count: usize) {
+    let prefix = format!("{}/{bot}/prod/", ns.name);
+    eventually(Duration::from_secs(180), &format!("{count} prod processes of {bot} trading"), || {
+        let traders: std::collections::BTreeSet<String> = exchange
+            .sim
+            .order_log()
+            .into_iter()
+            .filter(|e| e.order_id.is_some())
+            .filter_map(|e| e.client_instance.filter(|i| i.starts_with(&prefix)))
+            .collect();
+        async move { (traders.len() >= count).then_some(()) }
+    })
+    .await;
 }
 
 fn reasons(ns: &TestNamespace, bot: &str) -> Vec<String> {
@@ -75,21 +94,28 @@ fn reasons(ns: &TestNamespace, bot: &str) -> Vec<String> {
     events.into_iter().map(|(_, reason)| reason).collect()
 }
 
-/// No two prod processes of `bot` ever traded at once: their order intervals do not overlap.
-fn assert_prod_instances_never_overlapped(exchange: &PodExchange, ns: &TestNamespace, bot: &str) -> usize {
+/// No two prod processes of `bot` ever traded at once: their spans in the simulator's order log
+/// (one sequence) do not overlap. At least `instances` distinct prod processes must have
+/// traded, or the check would prove nothing.
+fn assert_prod_instances_never_overlapped(exchange: &PodExchange, ns: &TestNamespace, bot: &str, instances: usize) {
     let prefix = format!("{}/{bot}/prod/", ns.name);
-    let mut spans: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut spans: BTreeMap<String, (u64, u64, usize)> = BTreeMap::new();
     let log = exchange.sim.order_log();
-    for entry in &log {
+    for entry in log.iter().filter(|e| e.order_id.is_some() && !e.replay) {
         let Some(instance) = entry.client_instance.as_deref().filter(|i| i.starts_with(&prefix)) else {
             continue;
         };
-        let at = entry.received_at.clone();
-        let span = spans.entry(instance.to_string()).or_insert((at.clone(), at.clone()));
-        span.0 = span.0.clone().min(at.clone());
-        span.1 = span.1.clone().max(at);
+        let span = spans.entry(instance.to_string()).or_insert((entry.seq, entry.seq, 0));
+        span.0 = span.0.min(entry.seq);
+        span.1 = span.1.max(entry.seq);
+        span.2 += 1;
     }
-    let mut ordered: Vec<&(String, String)> = spans.values().collect();
+    assert!(
+        spans.len() >= instances,
+        "only {} prod processes traded (expected {instances}): the check saw too little: {spans:?}",
+        spans.len()
+    );
+    let mut ordered: Vec<&(u64, u64, usize)> = spans.values().collect();
     ordered.sort();
     for pair in ordered.windows(2) {
         assert!(pair[0].1 < pair[1].0, "two prod instances traded at once: {spans:?}");
@@ -101,12 +127,12 @@ fn assert_prod_instances_never_overlapped(exchange: &PodExchange, ns: &TestNames
             .is_some_and(|i| i.contains(&format!("/{bot}/canary/")))),
         "the dry-run canary placed orders"
     );
-    spans.len()
+    eprintln!("prod processes that traded, with their order-log spans: {spans:?}");
 }
 
 #[tokio::test]
 async fn a_healthy_canary_is_promoted_automatically() {
-    let (exchange, ns) = setup("ro-auto", "roll", spec("Auto", 8)).await;
+    let (exchange, ns, _mover) = setup("ro-auto", "roll", spec("Auto", 8)).await;
     let old_uid = pod_field(&ns, "roll", "{.metadata.uid}");
     ns.kubectl(&[
         "patch",
@@ -163,13 +189,13 @@ async fn a_healthy_canary_is_promoted_automatically() {
     })
     .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
-    let instances = assert_prod_instances_never_overlapped(&exchange, &ns, "roll");
-    eprintln!("prod instances with orders: {instances}");
+    wait_for_prod_traders(&exchange, &ns, "roll", 2).await;
+    assert_prod_instances_never_overlapped(&exchange, &ns, "roll", 2);
 }
 
 #[tokio::test]
 async fn manual_promotion_waits_for_a_git_commit_of_approved_version() {
-    let (exchange, ns) = setup("ro-manual", "gated", spec("Manual", 5)).await;
+    let (exchange, ns, _mover) = setup("ro-manual", "gated", spec("Manual", 5)).await;
     ns.kubectl(&[
         "patch",
         "tb",
@@ -213,12 +239,13 @@ async fn manual_promotion_waits_for_a_git_commit_of_approved_version() {
     ns.apply(&bot("gated", approved)).unwrap();
     wait_for_field(&ns, "gated", "{.status.rollout.phase}", "Promoted", ROLLOUT).await;
     assert_eq!(ns.tradingbot("gated")["status"]["currentVersion"], "perps-bot:v2");
-    assert_prod_instances_never_overlapped(&exchange, &ns, "gated");
+    wait_for_prod_traders(&exchange, &ns, "gated", 2).await;
+    assert_prod_instances_never_overlapped(&exchange, &ns, "gated", 2);
 }
 
 #[tokio::test]
 async fn a_failing_canary_aborts_and_prod_keeps_its_version() {
-    let (exchange, ns) = setup("ro-abort", "steady", spec("Auto", 5)).await;
+    let (exchange, ns, _mover) = setup("ro-abort", "steady", spec("Auto", 5)).await;
     let prod_uid = pod_field(&ns, "steady", "{.metadata.uid}");
     // perps-bot:broken has an unreachable exchange URL baked in: a bad release.
     ns.kubectl(&[
@@ -250,20 +277,30 @@ async fn a_failing_canary_aborts_and_prod_keeps_its_version() {
         async move { gone.then_some(()) }
     })
     .await;
-    // Not retried while the spec names the same version; prod untouched.
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // Not retried while the spec names the same version; prod untouched: over the next 10
+    // reconciles of this bot (each scrape triggers one) no canary pod is created.
+    let start = operator_reconciliations(&ns).await;
+    eventually(Duration::from_secs(120), "10 more reconciles", || async {
+        (operator_reconciliations(&ns).await >= start + 10.0).then_some(())
+    })
+    .await;
+    assert!(
+        ns.events_for("steady").iter().filter(|(_, r, _)| r == "RolloutStarted").count() == 1,
+        "the aborted version was started again"
+    );
     assert!(
         ns.kubectl_result(&["get", "pod", "steady--canary"]).is_err(),
         "an aborted version is not retried"
     );
     assert_eq!(ns.tradingbot("steady")["status"]["rollout"]["phase"], "Aborted");
     assert_eq!(pod_field(&ns, "steady", "{.metadata.uid}"), prod_uid);
-    assert_prod_instances_never_overlapped(&exchange, &ns, "steady");
+    wait_for_prod_traders(&exchange, &ns, "steady", 1).await;
+    assert_prod_instances_never_overlapped(&exchange, &ns, "steady", 1);
 }
 
 #[tokio::test]
 async fn an_operator_restart_mid_rollout_resumes_it() {
-    let (exchange, ns) = setup("ro-restart", "resumed", spec("Auto", 25)).await;
+    let (exchange, ns, _mover) = setup("ro-restart", "resumed", spec("Auto", 25)).await;
     ns.kubectl(&[
         "patch",
         "tb",
@@ -292,5 +329,6 @@ async fn an_operator_restart_mid_rollout_resumes_it() {
         "1"
     );
     assert!(!canary_uid.is_empty());
-    assert_prod_instances_never_overlapped(&exchange, &ns, "resumed");
+    wait_for_prod_traders(&exchange, &ns, "resumed", 2).await;
+    assert_prod_instances_never_overlapped(&exchange, &ns, "resumed", 2);
 }

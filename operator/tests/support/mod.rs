@@ -140,3 +140,15 @@ pub async fn acknowledge_all(ns: &TestNamespace, bot: &str) {
     })
     .await;
 }
+
+/// The operator's `tradingbot_operator_reconciliations_total` right now (0 when unreadable).
+pub async fn operator_reconciliations(ns: &TestNamespace) -> f64 {
+    let Some(pod) = ns.pods("app.kubernetes.io/name=tradingbot-operator").first().cloned() else {
+        return 0.0;
+    };
+    let ip = pod_field(ns, &pod, "{.status.podIP}");
+    http_get(&format!("http://{ip}:8080/metrics"))
+        .await
+        .and_then(|text| metric(&text, "tradingbot_operator_reconciliations_total"))
+        .unwrap_or(0.0)
+}

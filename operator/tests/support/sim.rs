@@ -82,6 +82,28 @@ impl PodExchange {
             .expect("price shock");
     }
 
+    /// Move `products` up and down by `percent` every `every` until the mover is dropped, so
+    /// that the bots' moving averages cross and they trade (a test of "never two instances
+    /// trade at once" needs instances that trade).
+    pub fn keep_moving(&self, products: &[&str], percent: i64, every: Duration) -> MarketMover {
+        let url = format!("http://{}/admin/faults", self.sim.addr());
+        let products: Vec<String> = products.iter().map(|p| p.to_string()).collect();
+        let task = tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut up = true;
+            loop {
+                tokio::time::sleep(every).await;
+                let step = if up { percent } else { -percent };
+                for product in &products {
+                    let body = json!({"price_shock": {"product_id": product, "percent": step}});
+                    let _ = client.post(&url).json(&body).send().await;
+                }
+                up = !up;
+            }
+        });
+        MarketMover { task }
+    }
+
     pub fn freeze(&self, frozen: bool) {
         self.sim
             .inject(FaultRequest {
@@ -123,5 +145,16 @@ impl PodExchange {
             preview_id: None,
         };
         client.place_order(&order).await.expect("resting order placed")
+    }
+}
+
+/// Stops moving the market when dropped.
+pub struct MarketMover {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MarketMover {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
