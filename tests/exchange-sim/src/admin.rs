@@ -66,6 +66,23 @@ pub struct AdminOrder {
     pub base_size: Decimal,
 }
 
+/// Body of `POST /admin/transfers`: money moved into (`amount` > 0, a deposit) or out of
+/// (`amount` < 0, a withdrawal) a key's portfolio from outside the exchange, not by trading.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    pub key_name: String,
+    pub currency: String,
+    pub amount: Decimal,
+}
+
+/// A currency's balance after a transfer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferResult {
+    pub currency: String,
+    pub total: Decimal,
+    pub available: Decimal,
+}
+
 /// Body of `POST /admin/balances`: totals to set per currency for one key's portfolio.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetBalances {
@@ -139,6 +156,42 @@ impl SimState {
             .ok_or_else(|| AdminError::NotFound(format!("unknown key {}", request.key_name)))?;
         portfolio.set_balances(&request.balances, clock::now());
         Ok(())
+    }
+
+    /// Deposits or withdraws money on a key's portfolio (the reset balances stay). A
+    /// withdrawal takes only what is available (not what open orders hold).
+    pub fn transfer(&self, request: &Transfer) -> Result<TransferResult, AdminError> {
+        check_balances(&BTreeMap::from([(request.currency.clone(), request.amount.abs())]))?;
+        if request.amount.is_zero() {
+            return Err(AdminError::Invalid("amount must not be zero".into()));
+        }
+        let now = clock::now();
+        let mut exchange = lock(&self.exchange);
+        let portfolio = exchange
+            .accounts
+            .by_key_mut(&request.key_name)
+            .ok_or_else(|| AdminError::NotFound(format!("unknown key {}", request.key_name)))?;
+        let available = portfolio.available(&request.currency);
+        if available + request.amount < Decimal::ZERO {
+            return Err(AdminError::Invalid(format!(
+                "cannot withdraw {} {}: only {available} available",
+                -request.amount, request.currency
+            )));
+        }
+        let balance = portfolio.balance_mut(&request.currency, now);
+        if balance.total + request.amount > Decimal::from(MAX_BALANCE) {
+            return Err(AdminError::Invalid(format!(
+                "the balance of {} may not exceed {MAX_BALANCE}",
+                request.currency
+            )));
+        }
+        balance.total += request.amount;
+        tracing::info!(key = %request.key_name, currency = %request.currency, amount = %request.amount, "transfer");
+        Ok(TransferResult {
+            currency: request.currency.clone(),
+            total: balance.total,
+            available: balance.available(),
+        })
     }
 
     /// Changes a product's trading status flags.
@@ -281,6 +334,7 @@ pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/admin/keys", post(register_key))
         .route("/admin/balances", post(set_balances))
+        .route("/admin/transfers", post(transfer))
         .route("/admin/products/{product_id}", post(set_product))
         .route("/admin/faults", post(set_faults).get(get_faults))
         .route("/admin/orders", get(order_log).post(place_order))
@@ -316,6 +370,13 @@ async fn set_balances(
 ) -> Result<Json<Value>, ApiError> {
     state.set_balances(&request)?;
     Ok(Json(json!({ "ok": true })))
+}
+
+async fn transfer(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<Transfer>,
+) -> Result<Json<TransferResult>, ApiError> {
+    Ok(Json(state.transfer(&request)?))
 }
 
 async fn set_product(

@@ -41,7 +41,7 @@ mod state;
 mod stats;
 mod ws;
 
-pub use admin::{AdminError, AdminOrder, KeyInfo, SetBalances};
+pub use admin::{AdminError, AdminOrder, KeyInfo, SetBalances, Transfer, TransferResult};
 pub use config::{FeeRates, KeySpec, Permissions, SimConfig, load_keys_file};
 pub use faults::{FailNext, FaultRequest, FaultState, Freeze, PriceShock, TimeoutNextOrders, WsDropEvery};
 pub use keys::{GeneratedKey, KeyAlgorithm, generate_key};

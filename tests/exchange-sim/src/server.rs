@@ -155,6 +155,20 @@ impl Simulator {
         })
     }
 
+    /// Deposits (`amount` > 0) or withdraws (`amount` < 0) `currency` on a key's portfolio.
+    pub fn transfer(
+        &self,
+        key_name: &str,
+        currency: &str,
+        amount: Decimal,
+    ) -> Result<crate::admin::TransferResult, AdminError> {
+        self.state.transfer(&crate::admin::Transfer {
+            key_name: key_name.to_string(),
+            currency: currency.to_string(),
+            amount,
+        })
+    }
+
     /// Changes a product's status flags.
     pub fn set_product_flags(&self, product_id: &str, update: ProductFlagsUpdate) -> Result<ProductFlags, AdminError> {
         self.state.set_product_flags(product_id, &update)

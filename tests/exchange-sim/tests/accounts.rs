@@ -208,3 +208,49 @@ async fn short_perpetual_without_base_balance() {
         .await;
     assert_eq!(huge["error_response"]["error"], "INSUFFICIENT_FUND");
 }
+
+#[tokio::test]
+async fn the_admin_api_deposits_and_withdraws_only_what_is_available() {
+    let t = TestSim::start().await;
+    let transfer = |amount: &str| json!({"key_name": t.key.name, "currency": "USD", "amount": amount});
+    let (status, body) = t.admin_post("/admin/transfers", &transfer("2500")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (dec(&body["total"]), dec(&body["available"])),
+        (Decimal::from(102500), Decimal::from(102500))
+    );
+    assert_eq!(t.available("USD").await, Decimal::from(102500));
+    // A resting buy holds 100 USD (plus its fee): that much cannot be withdrawn.
+    let resting = t
+        .order(json!({
+            "client_order_id": "rest-1", "product_id": "BTC-USD", "side": "BUY",
+            "order_configuration": {"limit_limit_gtc": {"base_size": "0.1", "limit_price": "1000"}}
+        }))
+        .await;
+    assert_eq!(resting["success"], true, "{resting}");
+    let available = t.available("USD").await;
+    assert!(available < Decimal::from(102400), "{available}");
+    let (status, body) = t
+        .admin_post(
+            "/admin/transfers",
+            &transfer(&format!("-{}", available + Decimal::new(001, 2))),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("available"), "{body}");
+    let (status, body) = t
+        .admin_post("/admin/transfers", &transfer(&format!("-{available}")))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(dec(&body["available"]), Decimal::ZERO);
+    assert!(dec(&body["total"]) > Decimal::ZERO, "the hold stays");
+    for (body, expected) in [
+        (transfer("0"), 400),
+        (json!({"key_name": "nobody", "currency": "USD", "amount": "1"}), 404),
+    ] {
+        assert_eq!(t.admin_post("/admin/transfers", &body).await.0, expected, "{body}");
+    }
+    // Transfers are not the starting balances: a reset restores those.
+    t.admin_post("/admin/reset", &json!({})).await;
+    assert_eq!(t.available("USD").await, Decimal::from(100000));
+}
