@@ -21,6 +21,16 @@ use report::{Row, RunLog};
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let only: Vec<String> = std::env::args().skip(1).collect();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // Interrupted, the parts are dropped: their namespaces (bots halted first) go with them.
+    tokio::select! {
+        outcome = bench(&only) => outcome,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted: the bench's namespaces are being removed"),
+        _ = terminate.recv() => anyhow::bail!("terminated: the bench's namespaces are being removed"),
+    }
+}
+
+async fn bench(only: &[String]) -> anyhow::Result<()> {
     let wants = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let mut rows: Vec<Row> = Vec::new();
     let mut run = RunLog::default();

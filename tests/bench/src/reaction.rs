@@ -266,6 +266,47 @@ async fn timed<T>(started: Instant, read: impl std::future::Future<Output = T>) 
     (value, started.elapsed())
 }
 
+/// Orders of BUY_SIZE BTC each bot buys before the trials (small, within its slippage guard).
+const BUYS: u32 = 10;
+const BUY_SIZE: &str = "0.001";
+
+/// The BTC each bot owns: BUYS × BUY_SIZE.
+fn own_btc() -> Decimal {
+    Decimal::from(BUYS) * BUY_SIZE.parse::<Decimal>().unwrap_or_default()
+}
+
+/// Buy `own_btc()` through the bot's own order tool in its pod, so the position is the bot's;
+/// an order the slippage guard refuses (the book moves every tick) is tried again.
+async fn buy_own_position(ns: &TestNamespace, bot: &str) -> anyhow::Result<()> {
+    let buy = [
+        "exec",
+        bot,
+        "--",
+        "/usr/local/bin/perps-bot",
+        "orders",
+        "place",
+        "--symbol",
+        "BTC-USD",
+        "--side",
+        "buy",
+        "--quantity",
+        BUY_SIZE,
+    ];
+    for n in 1..=BUYS {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match ns.kubectl_result(&buy) {
+                Ok(out) if out.contains("order_id") => break,
+                Err(e) if format!("{e:#}").contains("slippage_guard") && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => anyhow::bail!("{bot}: buy {n} of {BUYS}: {other:?}"),
+            }
+        }
+    }
+    Ok(())
+}
+
 fn register_key(sim: &Simulator) -> anyhow::Result<GeneratedKey> {
     let key = generate_key(KeyAlgorithm::Es256);
     let spec = key.key_spec().with_balances([
@@ -301,8 +342,9 @@ async fn guard_reaction(
     let mid = sim
         .mid_price("BTC-USD")
         .ok_or_else(|| anyhow::anyhow!("BTC-USD is not listed"))?;
-    // 1 BTC held; an 8% fall is a loss of 8% of the price, the level is at 4%.
-    let level = (mid * Decimal::new(4, 2)).round_dp(2);
+    // Each bot owns OWN_BTC (bought by its own orders: a bot's loss is on what it bought); an 8%
+    // fall is a loss of 8% of that position's value, the level is at 4%.
+    let level = (mid * own_btc() * Decimal::new(4, 2)).round_dp(2);
     let level_f64: f64 = level.to_string().parse()?;
     let (blind, guarded) = start_guard_bots(ns, sim, &level).await?;
     let mut trials: Trials<GuardTimes> = Trials::default();
@@ -334,11 +376,13 @@ async fn guard_reaction(
     settle(bots, &blind, &guarded).await.ok();
     anyhow::ensure!(!trials.samples.is_empty(), "no guard trial completed");
     run.note(format!(
-        "Guard reaction: {} of {GUARD_TRIALS} price shocks of {SHOCK_PERCENT}% on BTC-USD completed ({} timed out: not every \
+        "Guard reaction: each bot owns {} BTC bought by its own orders (the dailyLoss level is 4% of its value, {level} \
+         USD); {} of {GUARD_TRIALS} price shocks of {SHOCK_PERCENT}% on BTC-USD completed ({} timed out: not every \
          event seen within {} s); each trial starts {}–{} s after the previous one settled back to Normal (resume: Auto, \
          {HEALTHY_TO_RESUME} healthy evaluation), so shocks land at random phases of the {} s scrape and the {} s bot cycle. \
          The bot under the operator's guard alone runs with PERPS_BOT_DISABLE_GUARDS; the other bot enforces the same level \
          itself. Reads are polled every {} ms.",
+        own_btc(),
         trials.samples.len(),
         trials.timed_out,
         TRIAL_TIMEOUT.as_secs(),
@@ -377,6 +421,11 @@ async fn start_guard_bots(
             }),
         ))?;
     }
+    wait_phase_running(ns, "blind").await?;
+    wait_phase_running(ns, "guarded").await?;
+    for bot in ["blind", "guarded"] {
+        buy_own_position(ns, bot).await?;
+    }
     // The venue is cancel-only, so neither bot can trade its loss away between trials.
     sim.set_product_flags(
         "BTC-USD",
@@ -385,8 +434,6 @@ async fn start_guard_bots(
             ..Default::default()
         },
     )?;
-    wait_phase_running(ns, "blind").await?;
-    wait_phase_running(ns, "guarded").await?;
     let blind = BotProbe::new(ns, "blind")?;
     let guarded = BotProbe::new(ns, "guarded")?;
     blind
