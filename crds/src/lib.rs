@@ -5,6 +5,8 @@
 //! This is the only crate both binaries share; everything in it is either a type or a pure
 //! decision, except [`lease`], which owns the small amount of I/O the Lease protocol needs.
 
+pub mod actions;
+pub mod audit;
 pub mod bot_metrics;
 pub mod decimal;
 pub mod guards;
@@ -12,6 +14,7 @@ pub mod lease;
 pub mod managed_config;
 pub mod mode;
 pub mod names;
+pub mod progressive;
 pub mod reference;
 pub mod spec;
 pub mod status;

@@ -73,6 +73,10 @@ pub enum ModeSource {
     GuardTrip,
     /// The TradingBot is being deleted.
     Deleting,
+    /// An emergency brake (annotation `trading.gpttrader.io/brake`, set by `kubectl tradingbot
+    /// halt|reduce-only`): Git never carries it, so no GitOps sync undoes it; removed by
+    /// `kubectl tradingbot resume`.
+    Brake,
 }
 
 impl ModeSource {
@@ -82,6 +86,7 @@ impl ModeSource {
             ModeSource::SpecReduceOnly => "SpecReduceOnly",
             ModeSource::GuardTrip => "GuardTrip",
             ModeSource::Deleting => "Deleting",
+            ModeSource::Brake => "Brake",
         }
     }
 }

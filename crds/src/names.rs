@@ -21,6 +21,30 @@ pub const ANNOTATION_ACK_TRIP: &str = "trading.gpttrader.io/ack-trip";
 /// `kubectl annotate tb X trading.gpttrader.io/flatten=<request id>` makes the bot close its
 /// own positions with reduce-only orders once per request id (the bot watches its TradingBot).
 pub const ANNOTATION_FLATTEN: &str = "trading.gpttrader.io/flatten";
+/// `kubectl tradingbot halt|reduce-only BOT` (or `kubectl annotate tb X
+/// trading.gpttrader.io/brake=Halted`): an emergency brake Git never carries, so no GitOps
+/// self-heal undoes it. `Halted` or `ReduceOnly`; any other value halts (fail closed). Removing
+/// the annotation (`kubectl tradingbot resume BOT`) releases it. Both the operator and the bot
+/// read it: it restricts the bot even while the operator is down.
+pub const ANNOTATION_BRAKE: &str = "trading.gpttrader.io/brake";
+/// Rollout actions without editing the spec (`kubectl tradingbot promote|abort|retry|pause|undo`):
+/// `promote`, `promote-full`, `abort`, `retry`, `pause`, `resume`, `undo` or `undo:<revision>`,
+/// optionally followed by `@` and any text. A value is acted on once, when it differs from
+/// `status.lastAction.value`; the outcome is recorded there and in `status.history`.
+pub const ANNOTATION_ROLLOUT_ACTION: &str = "trading.gpttrader.io/rollout-action";
+/// Who asked for an action and why: `trading.gpttrader.io/audit.<action annotation name>` holds
+/// JSON `{"value", "by", "reason", "at"}` written together with the action (the plugin does), for
+/// the action whose annotation has that `value`. Without it the operator names the field manager
+/// that set the action's annotation.
+pub const AUDIT_ANNOTATION_PREFIX: &str = "trading.gpttrader.io/audit.";
+
+/// The audit note annotation of an action annotation (`trading.gpttrader.io/brake` ->
+/// `trading.gpttrader.io/audit.brake`).
+pub fn audit_annotation(action_annotation: &str) -> String {
+    let name = action_annotation.rsplit('/').next().unwrap_or(action_annotation);
+    format!("{AUDIT_ANNOTATION_PREFIX}{name}")
+}
+
 /// Hash of everything in a bot pod that needs a restart to change.
 pub const ANNOTATION_POD_TEMPLATE_HASH: &str = "trading.gpttrader.io/pod-template-hash";
 /// The version (image) a bot pod runs.

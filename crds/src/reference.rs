@@ -277,6 +277,14 @@ fn cross_field_rules_section(out: &mut Doc) {
          (any case) must not carry a non-empty inline `value`: use `exchange.credentialsSecret` or \
          `valueFrom.secretKeyRef`. The problem message never repeats the value. |",
     );
+    out.line(
+        "| `spec.rollout.analysis.metrics[]` | `inconclusiveAbove` must not be above `max`, and a metric name \
+         appears at most once. |",
+    );
+    out.line(
+        "| `spec.rollout.progressDeadlineSeconds` | With an analysis, must be longer than \
+         `spec.rollout.analysis.intervalSeconds` (a successful measurement is progress). |",
+    );
     out.line("| `spec.resources.claims` | Not supported (must be empty). |");
     out.line("| `spec.metrics.unreachableAfterSeconds` | Must be at least `spec.metrics.scrapeIntervalSeconds`. |");
     out.line(
@@ -303,6 +311,33 @@ fn annotations_section(out: &mut Doc) {
          processed once, when it differs from `status.lastAck.value`; the outcome is recorded there. The trip is released only if its guard is \
          back under the trip's level; a refused value can be retried by changing the text after `@`. |",
         names::ANNOTATION_ACK_TRIP
+    ));
+    out.line(format!(
+        "| `{}` | TradingBot | you (`kubectl tradingbot halt`, `reduce-only`) | An emergency brake Git never \
+         carries: `Halted` or `ReduceOnly` (any other value halts). The bot is at least that restricted \
+         until the annotation is removed (`kubectl tradingbot resume`); neither the operator nor a GitOps \
+         sync (client-side or server-side apply of a manifest without it) removes it. `status.brake` says \
+         who set it and why. |",
+        names::ANNOTATION_BRAKE
+    ));
+    out.line(format!(
+        "| `{}` | TradingBot | you (`kubectl tradingbot promote`, `abort`, `retry`, `pause`, `unpause`, `undo`) | A \
+         rollout action: `promote`, `promote-full`, `abort`, `retry`, `pause`, `resume`, `undo` or \
+         `undo:<revision>`, optionally followed by `@` and any text. A value is processed once, when it \
+         differs from `status.lastAction.value`; the outcome is recorded there and in `status.history`. |",
+        names::ANNOTATION_ROLLOUT_ACTION
+    ));
+    out.line(format!(
+        "| `{}<action>` | TradingBot | `kubectl tradingbot` | Who asked for the action in annotation \
+         `trading.gpttrader.io/<action>` and why: JSON `{{\"value\", \"by\", \"reason\", \"at\"}}`, used by the \
+         operator for `status.history` when `value` is the action's current value (without it, the audit \
+         trail names the field manager that set the action). |",
+        names::AUDIT_ANNOTATION_PREFIX
+    ));
+    out.line(format!(
+        "| `{}` | TradingBot | you (`kubectl tradingbot flatten`) | Asks the running bot to close its own \
+         positions with reduce-only orders, once per value (a request id). |",
+        names::ANNOTATION_FLATTEN
     ));
     out.line(format!(
         "| `{}` | TradingBot | operator | Finalizer: on deletion the bot is halted (open orders cancelled) and \

@@ -386,6 +386,24 @@ pub struct RolloutSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512), pattern(IMAGE_PATTERN))]
     pub approved_version: Option<String>,
+    /// Analysis of the canary's metrics (and prod's, for `VsProd`), a gate besides the
+    /// canary's counts above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<crate::progressive::AnalysisSpec>,
+    /// A rollout that makes no progress for this long (canary not ready, no new healthy cycle or
+    /// successful measurement, prod not ready on the new version) gives up: a canary aborts,
+    /// a promotion rolls back. Paused and awaiting promotion, the clock stands still. Default 600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30, max = 86400))]
+    pub progress_deadline_seconds: Option<u32>,
+    /// Watch prod after a promotion and roll it back automatically on a guard trip, a crash
+    /// loop or a failed analysis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bake: Option<crate::progressive::BakeSpec>,
+    /// Finished rollouts kept in `status.rolloutHistory` (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 50))]
+    pub revision_history_limit: Option<u32>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]

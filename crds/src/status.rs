@@ -58,6 +58,25 @@ pub struct TradingBotStatus {
 
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+
+    /// The emergency brake in force (annotation `trading.gpttrader.io/brake`), with who set it
+    /// and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brake: Option<crate::audit::BrakeRecord>,
+
+    /// The last rollout action the operator processed (annotation
+    /// `trading.gpttrader.io/rollout-action`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_action: Option<crate::audit::ActionRecord>,
+
+    /// Finished rollouts, newest last (`spec.rollout.revisionHistoryLimit` of them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollout_history: Vec<crate::progressive::RolloutRecord>,
+
+    /// The audit trail, newest last (the latest 50): every mode change, trip, acknowledgement,
+    /// brake, promotion, abort and rollback with when, what, why and who.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<crate::audit::AuditEntry>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -161,9 +180,10 @@ pub struct AckRecord {
     pub time: String,
 }
 
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum RolloutPhase {
     /// No rollout is running; prod runs `currentVersion`.
+    #[default]
     Idle,
     /// The canary instance is being started.
     CanaryStarting,
@@ -177,6 +197,13 @@ pub enum RolloutPhase {
     Promoted,
     /// The last rollout was aborted; prod kept the old version.
     Aborted,
+    /// Prod runs the new version and is watched for `spec.rollout.bake.durationSeconds`.
+    Baking,
+    /// Prod is being put back on an earlier version (stopped, then started).
+    RollingBack,
+    /// Prod went back to an earlier version; the version it left is not tried again until the
+    /// spec names another one (or a `retry`).
+    RolledBack,
 }
 
 impl RolloutPhase {
@@ -189,6 +216,9 @@ impl RolloutPhase {
             RolloutPhase::Promoting => "Promoting",
             RolloutPhase::Promoted => "Promoted",
             RolloutPhase::Aborted => "Aborted",
+            RolloutPhase::Baking => "Baking",
+            RolloutPhase::RollingBack => "RollingBack",
+            RolloutPhase::RolledBack => "RolledBack",
         }
     }
 
@@ -201,10 +231,22 @@ impl RolloutPhase {
     }
 
     pub fn is_in_progress(self) -> bool {
-        self.has_canary() || self == RolloutPhase::Promoting
+        self.has_canary()
+            || matches!(
+                self,
+                RolloutPhase::Promoting | RolloutPhase::Baking | RolloutPhase::RollingBack
+            )
     }
 
-    pub const ALL: [RolloutPhase; 7] = [
+    /// Phases after which nothing happens until the spec (or an action) asks for more.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            RolloutPhase::Idle | RolloutPhase::Promoted | RolloutPhase::Aborted | RolloutPhase::RolledBack
+        )
+    }
+
+    pub const ALL: [RolloutPhase; 10] = [
         RolloutPhase::Idle,
         RolloutPhase::CanaryStarting,
         RolloutPhase::CanaryRunning,
@@ -212,10 +254,13 @@ impl RolloutPhase {
         RolloutPhase::Promoting,
         RolloutPhase::Promoted,
         RolloutPhase::Aborted,
+        RolloutPhase::Baking,
+        RolloutPhase::RollingBack,
+        RolloutPhase::RolledBack,
     ];
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutStatus {
     pub phase: RolloutPhase,
@@ -240,4 +285,25 @@ pub struct RolloutStatus {
     /// Where the rollout is and why, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// This rollout's number in `status.rolloutHistory`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u32>,
+    /// During `RollingBack` and after `RolledBack`: the version prod goes (went) back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_version: Option<String>,
+    /// When the rollout last made progress (RFC 3339): `progressDeadlineSeconds` counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_at: Option<String>,
+    /// The analysis of the canary, or of prod during the bake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<crate::progressive::AnalysisStatus>,
+    /// Set while the rollout is paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<crate::progressive::RolloutPause>,
+    /// A `promote` action approved the canary's version (as `approvedVersion` would).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub approved: bool,
+    /// During `Baking`: when the bake ends (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bake_until: Option<String>,
 }

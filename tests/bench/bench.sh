@@ -15,7 +15,10 @@ source tests/cluster/lib.sh
 claim_cluster_for_this_run
 
 tests/cluster/cluster-up.sh
-CARGO_PROFILE=release tests/images/build-images.sh
+# Release images under tags of the bench's own: a test run reloading the :dev images meanwhile
+# cannot swap what the bench measures.
+CARGO_PROFILE=release IMAGES_TAG_SUFFIX=-bench IMAGES_OUT=target/bench-images tests/images/build-images.sh
+export BENCH_IMAGE_TAG=dev-bench
 cargo build --release -p bench -p perps-bot
 export KUBECONFIG=$TB_KUBECONFIG
 target/release/bench "$@"

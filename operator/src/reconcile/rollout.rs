@@ -60,6 +60,7 @@ fn idle(version: Option<String>, message: &str) -> RolloutStatus {
         healthy_cycles: 0,
         errors: 0,
         message: Some(message.to_string()),
+        ..Default::default()
     }
 }
 
@@ -132,11 +133,17 @@ pub fn plan(input: &RolloutInputs<'_>) -> RolloutPlan {
             healthy_cycles: 0,
             errors: 0,
             message: Some(format!("starting the canary of {desired}")),
+            ..Default::default()
         }
     };
 
     match rollout.phase {
-        RolloutPhase::Idle | RolloutPhase::Promoted | RolloutPhase::Aborted => {
+        RolloutPhase::Idle
+        | RolloutPhase::Promoted
+        | RolloutPhase::Aborted
+        | RolloutPhase::Baking
+        | RolloutPhase::RollingBack
+        | RolloutPhase::RolledBack => {
             if desired == current {
                 return out(current, None, rollout, notices, None);
             }

@@ -78,7 +78,8 @@ fn without_owner<K: Resource>(mut object: K) -> K {
 /// The floor: the same children the operator makes for BOTS bots (built by its own pure
 /// builders), created by one client, CONCURRENCY bots at a time, each bot's in the operator's order.
 async fn floor(client: &Client, namespace: &str) -> anyhow::Result<Duration> {
-    let settings = Settings::for_tests();
+    let mut settings = Settings::for_tests();
+    settings.bot_image = crate::images::bot_image()?;
     let started = Instant::now();
     stream::iter(0..BOTS)
         .map(|i| {
@@ -200,13 +201,12 @@ struct Idle {
 pub async fn run(run: &mut RunLog) -> anyhow::Result<Vec<Row>> {
     let cluster = test_harness::cluster();
     cluster.install_crd();
-    cluster.require_images();
     let client = cluster.client().await;
     run.fact("kubernetes_version", kubernetes_version(&cluster)?);
     run.fact("floor_retry", format!("{} ms", FLOOR_RETRY.as_millis()));
 
     let ns = cluster.namespace("bench-fleet").await;
-    ns.deploy_operator(json!({}));
+    ns.deploy_operator(crate::images::operator_values(json!({}))?);
     let concurrency = ns.kubectl(&[
         "get",
         "deployment/tbo-tradingbot-operator",

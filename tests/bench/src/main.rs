@@ -10,6 +10,7 @@
 //! 4. `perps-bot --profile dev --dev-fast` wall time and RSS.
 
 mod fleet;
+mod images;
 mod operator_process;
 mod pipeline;
 mod reaction;
@@ -34,6 +35,12 @@ async fn bench(only: &[String]) -> anyhow::Result<()> {
     let wants = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let mut rows: Vec<Row> = Vec::new();
     let mut run = RunLog::default();
+    if wants("reaction") || wants("fleet") {
+        run.note(format!(
+            "Images: release builds of the measured tree, loaded as perps-bot:{tag} and tradingbot-operator:{tag}.",
+            tag = images::tag()?
+        ));
+    }
     if wants("pipeline") {
         eprintln!("bench: bot pipeline throughput and dev-fast smoke");
         rows.extend(pipeline::throughput(&mut run)?);

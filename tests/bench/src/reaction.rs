@@ -100,7 +100,6 @@ async fn wait_phase_running(ns: &TestNamespace, bot: &str) -> anyhow::Result<()>
 pub async fn run(run: &mut RunLog) -> anyhow::Result<Vec<Row>> {
     let cluster = test_harness::cluster();
     cluster.install_crd();
-    cluster.require_images();
     let sim = Simulator::start(SimConfig {
         bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
         tick: Duration::from_millis(250),
@@ -112,10 +111,10 @@ pub async fn run(run: &mut RunLog) -> anyhow::Result<Vec<Row>> {
     let port = sim.addr().port();
     let ns = cluster.namespace("bench-reaction").await;
     let host = host_from_pods();
-    ns.deploy_operator(json!({"exchange": {
+    ns.deploy_operator(crate::images::operator_values(json!({"exchange": {
         "defaultApiBaseUrl": format!("http://{host}:{port}/api/v3/brokerage"),
         "defaultWsUrl": format!("ws://{host}:{port}/ws"),
-    }}));
+    }}))?);
     let operator = OperatorProcess::find(&ns)?;
     let client = cluster.client().await;
     let bots: Api<TradingBot> = Api::namespaced(client, &ns.name);
