@@ -121,8 +121,9 @@ pub fn parse_rollout_action(value: &str) -> Result<RolloutAction, String> {
         "undo" => {
             let revision = revision
                 .map(|r| {
-                    r.parse::<u32>()
-                        .map_err(|_| format!("undo:{r}: the revision must be a whole number from status.rolloutHistory"))
+                    r.parse::<u32>().map_err(|_| {
+                        format!("undo:{r}: the revision must be a whole number from status.rolloutHistory")
+                    })
                 })
                 .transpose()?;
             return Ok(RolloutAction::Undo(revision));
@@ -212,7 +213,11 @@ mod tests {
         assert_eq!(parse_rollout_action("Abort"), Ok(RolloutAction::Abort));
         assert!(parse_rollout_action("undo:three").unwrap_err().contains("whole number"));
         assert!(parse_rollout_action("abort:2").unwrap_err().contains("only undo"));
-        assert!(parse_rollout_action("rollback").unwrap_err().contains("unknown rollout action"));
+        assert!(
+            parse_rollout_action("rollback")
+                .unwrap_err()
+                .contains("unknown rollout action")
+        );
         for action in [
             RolloutAction::Promote,
             RolloutAction::PromoteFull,

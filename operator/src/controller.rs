@@ -139,10 +139,12 @@ pub async fn wait_for_caches(
     }
 }
 
-/// Cached objects drop `metadata.managedFields`: nothing reads them, and with server-side apply
-/// they are often the biggest part of an object (most of the cache's memory at fleet scale).
+/// Cached objects keep of `metadata.managedFields` only who set the fields the audit trail
+/// attributes (a TradingBot's action annotations and manual switches; nothing for others): with
+/// server-side apply they are often the biggest part of an object (most of the cache's memory at
+/// fleet scale).
 fn without_managed_fields<K: Resource>(object: &mut K) {
-    object.meta_mut().managed_fields = None;
+    crate::reconcile::actors::trim_managed_fields(object.meta_mut());
 }
 
 /// What one controller runs with.

@@ -54,6 +54,7 @@ pub fn interpret(bot: Option<&TradingBot>, instance: Instance) -> View {
     if bot.metadata.deletion_timestamp.is_some() {
         inputs.push(ModeInput::new(TradingMode::Halted, "the TradingBot is being deleted"));
     }
+    inputs.extend(brake_input(bot));
     let status = bot.status.as_ref();
     let operator_mode = status.and_then(|s| match instance {
         Instance::Prod => s.mode.map(|m| (m, s.mode_reason.clone())),
@@ -84,6 +85,29 @@ pub fn interpret(bot: Option<&TradingBot>, instance: Instance) -> View {
         accepted_ack,
         flatten_request,
     }
+}
+
+/// The emergency brake (annotation `trading.gpttrader.io/brake`), obeyed directly: it holds
+/// even while the operator is down. Who set it and why come from its audit note.
+fn brake_input(bot: &TradingBot) -> Option<ModeInput> {
+    let annotations = bot.metadata.annotations.as_ref()?;
+    let brake = tradingbot_crds::actions::brake_of(annotations)?;
+    let value = annotations
+        .get(tradingbot_crds::names::ANNOTATION_BRAKE)
+        .map(|v| v.trim())
+        .unwrap_or_default();
+    let who = tradingbot_crds::actions::note_for(annotations, tradingbot_crds::names::ANNOTATION_BRAKE, value)
+        .map(|n| format!(" by {}: {}", n.by, n.reason))
+        .unwrap_or_default();
+    let unreadable = if brake.readable {
+        ""
+    } else {
+        " (unreadable value: halted for safety)"
+    };
+    Some(ModeInput::new(
+        brake.mode,
+        format!("emergency brake {}{who}{unreadable}", brake.mode),
+    ))
 }
 
 /// Watch the TradingBot until `stop`; report its restriction, guard levels and accepted acks.
@@ -183,6 +207,42 @@ mod tests {
         assert!(prod.reason.contains("guard dailyLoss"));
         let canary = interpret(Some(&bot(false, false, Some(status))), Instance::Canary);
         assert_eq!(canary.mode, TradingMode::ReduceOnly);
+    }
+
+    #[test]
+    fn the_emergency_brake_is_obeyed_without_the_operator() {
+        let mut tb = bot(false, false, None);
+        let note = r#"{"value":"ReduceOnly","by":"alice","reason":"incident 9","at":"t"}"#;
+        tb.metadata.annotations = Some(
+            [
+                (
+                    tradingbot_crds::names::ANNOTATION_BRAKE.to_string(),
+                    "ReduceOnly".to_string(),
+                ),
+                (
+                    tradingbot_crds::names::audit_annotation(tradingbot_crds::names::ANNOTATION_BRAKE),
+                    note.to_string(),
+                ),
+            ]
+            .into(),
+        );
+        let view = interpret(Some(&tb), Instance::Prod);
+        assert_eq!(view.mode, TradingMode::ReduceOnly);
+        assert!(
+            view.reason.contains("emergency brake ReduceOnly by alice: incident 9"),
+            "{}",
+            view.reason
+        );
+        assert_eq!(interpret(Some(&tb), Instance::Canary).mode, TradingMode::ReduceOnly);
+        tb.metadata.annotations.as_mut().unwrap().insert(
+            tradingbot_crds::names::ANNOTATION_BRAKE.to_string(),
+            "stop!".to_string(),
+        );
+        assert_eq!(
+            interpret(Some(&tb), Instance::Prod).mode,
+            TradingMode::Halted,
+            "fails closed"
+        );
     }
 
     #[test]

@@ -2,12 +2,14 @@
 //! the effective mode), the rollout, the children to converge to, and the part of status that
 //! is written first (enforcement) whatever happens to the children afterwards.
 
+use super::actors::Actors;
 use super::desired::{self, DesiredChildren};
 use super::notice::{Notice, Reason};
 use super::observe::{Observed, PerInstance, Slot};
-use super::rollout::{self, CanaryView, RolloutInputs, RolloutPlan};
+use super::rollout::{self, RolloutInputs, RolloutPlan, views};
 use super::trading::{self, InstanceView, TradingInputs, TradingOutcome};
 use super::validate::{self, Problem};
+use super::{audit, brake};
 use crate::cli::Settings;
 use crate::context::BotMemory;
 use std::time::Duration;
@@ -56,6 +58,28 @@ pub struct Decision {
     pub enforcement: TradingBotStatus,
     /// Rollout and deletion Events (the trading ones are in `trading.notices`).
     pub notices: Vec<Notice>,
+    /// The audit entries of the trading decisions (already in `enforcement.history`).
+    pub audit: Vec<tradingbot_crds::audit::AuditEntry>,
+    /// What the rollout adds to status besides `status.rollout`.
+    pub records: RolloutRecords,
+}
+
+/// The rollout's history, audit entries and the action it processed (empty while it is held).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RolloutRecords {
+    pub history: Option<Vec<tradingbot_crds::progressive::RolloutRecord>>,
+    pub audit: Vec<tradingbot_crds::audit::AuditEntry>,
+    pub action: Option<tradingbot_crds::audit::ActionRecord>,
+}
+
+impl RolloutRecords {
+    fn of(plan: &RolloutPlan) -> Self {
+        Self {
+            history: Some(plan.history.clone()),
+            audit: plan.audit.clone(),
+            action: plan.action.clone(),
+        }
+    }
 }
 
 impl Decision {
@@ -72,10 +96,13 @@ pub fn decide(observed: &Observed, settings: &Settings, memory: &mut BotMemory) 
     let views = instance_views(observed, memory);
     let mut trading = decide_trading(observed, &old, &views, memory);
     let problems = validate::validate(&observed.name, &bot.spec);
+    let actors = Actors::of(bot);
+    let now = format!("{:.0}", observed.now);
+    let brake = brake::apply(bot, &old, &actors, &now, &mut trading);
     let credentials = credential_reports(observed);
     let active = problems.is_empty() && !bot.spec.paused && !observed.deleting();
     let current_version = observed_version(observed, &old);
-    let plan = active.then(|| plan_rollout(observed, settings, &old, current_version.clone(), &trading));
+    let plan = active.then(|| plan_rollout(observed, settings, &old, current_version.clone(), &trading, &actors));
     let canary_version = match &plan {
         Some(p) => p.canary_version.clone(),
         None if observed.deleting() => None,
@@ -90,7 +117,8 @@ pub fn decide(observed: &Observed, settings: &Settings, memory: &mut BotMemory) 
         (Some(plan), None) => ChildrenPlan::Converge(Box::new(desired::children(bot, plan, settings))),
         (None, None) => ChildrenPlan::Hold,
     };
-    let enforcement = enforcement_status(&old, &trading, canary_version.is_some());
+    let mut enforcement = enforcement_status(&old, &trading, canary_version.is_some());
+    let audit = audit::enforce(&mut enforcement, &old, &trading, &actors, &brake, &now);
     let mut notices = Vec::new();
     if let Some(plan) = &plan {
         notices.extend(plan.notices.iter().cloned());
@@ -106,6 +134,8 @@ pub fn decide(observed: &Observed, settings: &Settings, memory: &mut BotMemory) 
         canary_version,
         children,
         enforcement,
+        records: plan.as_ref().map(RolloutRecords::of).unwrap_or_default(),
+        audit,
         notices,
         trading,
     }
@@ -166,45 +196,27 @@ fn observed_version(observed: &Observed, old: &TradingBotStatus) -> Option<Strin
         .or_else(|| old.current_version.clone())
 }
 
-fn canary_view(observed: &Observed, trading: &TradingOutcome) -> CanaryView {
-    let pod = observed.pods.canary.ours();
-    let sample = observed.scrapes.canary.as_ref().and_then(|o| o.sample.clone());
-    CanaryView {
-        ready: pod.is_some_and(|p| p.ready) && sample.is_some(),
-        cycles: sample.as_ref().and_then(|s| s.cycles),
-        cycle_errors: sample.as_ref().and_then(|s| s.cycle_errors),
-        trip: trading
-            .trips
-            .iter()
-            .find(|t| t.instance == Instance::Canary)
-            .map(|t| format!("{} {} at {} >= {}", t.guard, t.level, t.value, t.threshold)),
-        restarts: pod.map_or(0, |p| p.restarts),
-    }
-}
-
 fn plan_rollout(
     observed: &Observed,
     settings: &Settings,
     old: &TradingBotStatus,
     current_version: Option<String>,
     trading: &TradingOutcome,
+    actors: &Actors,
 ) -> RolloutPlan {
     let status = TradingBotStatus {
         current_version,
         ..old.clone()
     };
-    let prod_ready_image = observed
-        .pods
-        .prod
-        .ours()
-        .filter(|p| p.ready && !p.terminating)
-        .and_then(|p| p.version.clone());
     rollout::plan(&RolloutInputs {
         spec: &observed.bot.spec,
         default_image: &settings.bot_image,
         status: &status,
-        canary: &canary_view(observed, trading),
-        prod_ready_image: prod_ready_image.as_deref(),
+        canary: &views::canary_view(observed, trading),
+        prod: &views::prod_view(observed, trading),
+        action: views::action_request(observed, old, actors).as_ref(),
+        image_by: &actors.spec_field(&["spec", "image"]),
+        approved_by: &actors.spec_field(&["spec", "rollout", "approvedVersion"]),
         now: observed.now,
     })
 }
@@ -419,6 +431,54 @@ mod tests {
         assert_eq!(decide_for(&not_ready).current_version.as_deref(), Some("bot:v1"));
         let ready = observed(bot, ours(pod("btc", "bot:v2", true)), None);
         assert_eq!(decide_for(&ready).current_version.as_deref(), Some("bot:v2"));
+    }
+
+    #[test]
+    fn an_emergency_brake_restricts_both_instances_first_and_is_audited_with_its_requester() {
+        let mut bot = fixtures::bot("btc", guarded_spec(), running(Default::default()));
+        let note = serde_json::json!({"value": "Halted", "by": "alice", "reason": "incident 42", "at": "t"});
+        bot.metadata.annotations = Some(
+            [
+                (names::ANNOTATION_BRAKE.to_string(), "Halted".to_string()),
+                (names::audit_annotation(names::ANNOTATION_BRAKE), note.to_string()),
+            ]
+            .into(),
+        );
+        let o = observed(
+            bot,
+            ours(pod("btc", "bot:v1", true)),
+            Some(scrape(1, TradingMode::Normal, 0)),
+        );
+        let d = decide_for(&o);
+        assert_eq!(d.enforcement.mode, Some(TradingMode::Halted));
+        assert_eq!(d.enforcement.mode_sources, [ModeSource::Brake]);
+        assert!(
+            d.enforcement
+                .mode_reason
+                .as_deref()
+                .unwrap()
+                .contains("by alice: incident 42")
+        );
+        let brake = d.enforcement.brake.clone().unwrap();
+        assert_eq!((brake.by.as_str(), brake.reason.as_str()), ("alice", "incident 42"));
+        let kinds: Vec<_> = d.enforcement.history.iter().map(|e| (e.kind, e.who.clone())).collect();
+        assert_eq!(
+            kinds,
+            [
+                (tradingbot_crds::audit::AuditKind::BrakeSet, "alice".to_string()),
+                (tradingbot_crds::audit::AuditKind::ModeChanged, "alice".to_string())
+            ]
+        );
+        assert!(
+            d.trading
+                .notices
+                .iter()
+                .any(|n| n.reason == Reason::BrakeSet && n.warning)
+        );
+        assert!(
+            matches!(d.children, ChildrenPlan::Converge(_)),
+            "a brake never stops the operator"
+        );
     }
 
     #[test]

@@ -11,7 +11,10 @@
 //! Deletion is an input to the same steps: the mode becomes Halted, pods stop once their bot
 //! reports it, then the finalizer goes and the children follow through owner references.
 
+pub mod actors;
 pub mod apply;
+pub mod audit;
+pub mod brake;
 pub mod decide;
 pub mod desired;
 pub mod enforce;
@@ -153,6 +156,7 @@ async fn reconcile_bot(bot: Arc<TradingBot>, ctx: &Context, memory: &mut BotMemo
     let report = report::report(&observed, &decision, &applied);
     let written = write_report(&observed, &decision, &report.status, version, ctx).await?;
     publish(&observed, &report.notices, ctx).await;
+    audit::log(&observed.namespace, &observed.name, &decision.records.audit);
     record_metrics(ctx, &observed, &report.status, &decision);
     follow_pods(&observed, ctx);
     if decision.deletion_complete() {
@@ -179,6 +183,7 @@ async fn enforce_step(observed: &Observed, decision: &Decision, ctx: &Context) -
             })?;
         ctx.metrics.wrote("apply", "tradingbots/status");
     }
+    audit::log(&observed.namespace, &observed.name, &decision.audit);
     let mut notices = decision.trading.notices.clone();
     notices.extend(status::mode_notice(&old, &decision.enforcement));
     publish(observed, &notices, ctx).await;

@@ -39,6 +39,19 @@ pub enum Reason {
     Promoting,
     RolloutPromoted,
     RolloutAborted,
+    // Analysis, bake and rollback.
+    AnalysisPassed,
+    AnalysisInconclusive,
+    Baking,
+    RollingBack,
+    RolledBack,
+    // Actions and the emergency brake.
+    RolloutPaused,
+    RolloutResumed,
+    ActionAccepted,
+    ActionRefused,
+    BrakeSet,
+    BrakeReleased,
 }
 
 impl Reason {
@@ -73,6 +86,17 @@ impl Reason {
             Reason::Promoting => "Promoting",
             Reason::RolloutPromoted => "RolloutPromoted",
             Reason::RolloutAborted => "RolloutAborted",
+            Reason::AnalysisPassed => "AnalysisPassed",
+            Reason::AnalysisInconclusive => "AnalysisInconclusive",
+            Reason::Baking => "Baking",
+            Reason::RollingBack => "RollingBack",
+            Reason::RolledBack => "RolledBack",
+            Reason::RolloutPaused => "RolloutPaused",
+            Reason::RolloutResumed => "RolloutResumed",
+            Reason::ActionAccepted => "ActionAccepted",
+            Reason::ActionRefused => "ActionRefused",
+            Reason::BrakeSet => "BrakeSet",
+            Reason::BrakeReleased => "BrakeReleased",
         }
     }
 
@@ -100,7 +124,16 @@ impl Reason {
             | Reason::AwaitingPromotion
             | Reason::Promoting
             | Reason::RolloutPromoted
-            | Reason::RolloutAborted => "Rollout",
+            | Reason::RolloutAborted
+            | Reason::AnalysisPassed
+            | Reason::AnalysisInconclusive
+            | Reason::Baking
+            | Reason::RollingBack
+            | Reason::RolledBack
+            | Reason::RolloutPaused
+            | Reason::RolloutResumed => "Rollout",
+            Reason::ActionAccepted | Reason::ActionRefused => "RolloutAction",
+            Reason::BrakeSet | Reason::BrakeReleased => "EmergencyBrake",
         }
     }
 }

@@ -2,7 +2,7 @@
 //! the apply step managed to do.
 
 use super::apply::{Applied, ChildIssue, PodStep};
-use super::decide::{ChildrenPlan, Decision};
+use super::decide::{ChildrenPlan, Decision, RolloutRecords};
 use super::notice::{Notice, Reason};
 use super::observe::Observed;
 use super::status::{self, Wanted, types};
@@ -155,6 +155,8 @@ pub fn mode_condition(
     }
     let why = if sources.contains(&ModeSource::Deleting) {
         "Deleting"
+    } else if sources.contains(&ModeSource::Brake) {
+        "EmergencyBrake"
     } else if sources.contains(&ModeSource::GuardTrip) {
         "GuardTripped"
     } else {
@@ -253,6 +255,17 @@ fn child_notices(old: &TradingBotStatus, new: &TradingBotStatus, applied: &Appli
     }
 }
 
+/// The rollout's history, the action it processed and its audit entries.
+fn add_records(status: &mut TradingBotStatus, records: &RolloutRecords) {
+    if let Some(history) = &records.history {
+        status.rollout_history = history.clone();
+    }
+    if let Some(action) = &records.action {
+        status.last_action = Some(action.clone());
+    }
+    tradingbot_crds::audit::append(&mut status.history, records.audit.iter().cloned());
+}
+
 /// The status after this pass, and its Events.
 pub fn report(observed: &Observed, decision: &Decision, applied: &Applied) -> Report {
     let old = observed.bot.status.clone().unwrap_or_default();
@@ -286,7 +299,7 @@ pub fn report(observed: &Observed, decision: &Decision, applied: &Applied) -> Re
         wanted.push(children_applied(applied));
     }
     let generation = observed.bot.metadata.generation;
-    let new = TradingBotStatus {
+    let mut new = TradingBotStatus {
         observed_generation: generation,
         phase: Some(phase),
         current_version: decision.current_version.clone(),
@@ -295,6 +308,7 @@ pub fn report(observed: &Observed, decision: &Decision, applied: &Applied) -> Re
         conditions: status::conditions(&old.conditions, wanted, generation, observed.now),
         ..decision.enforcement.clone()
     };
+    add_records(&mut new, &decision.records);
     notices.extend(status::transition_notices(&old, &new));
     child_notices(&old, &new, applied, &mut notices);
     Report { status: new, notices }

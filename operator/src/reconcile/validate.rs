@@ -110,6 +110,46 @@ pub fn validate(name: &str, spec: &TradingBotSpec) -> Vec<Problem> {
             "must be at least scrapeIntervalSeconds (a bot cannot be unreachable between two scrapes)",
         ));
     }
+    problems.extend(analysis_problems(spec));
+    problems
+}
+
+/// The rules of `spec.rollout.analysis` the schema cannot express.
+fn analysis_problems(spec: &TradingBotSpec) -> Vec<Problem> {
+    let Some(analysis) = spec.rollout.analysis.as_ref() else {
+        return Vec::new();
+    };
+    let mut problems = Vec::new();
+    let mut seen = Vec::new();
+    for metric in &analysis.metrics {
+        let field = format!("spec.rollout.analysis.metrics[{}]", metric.name);
+        if let Some(gray) = metric.inconclusive_above
+            && gray > metric.max
+        {
+            problems.push(problem(
+                &field,
+                format!(
+                    "inconclusiveAbove ({gray}) must not be above max ({}): above max a measurement fails",
+                    metric.max
+                ),
+            ));
+        }
+        if seen.contains(&metric.name) {
+            problems.push(problem(&field, "each metric may appear only once"));
+        }
+        seen.push(metric.name);
+    }
+    if let Some(deadline) = spec.rollout.progress_deadline_seconds
+        && deadline <= analysis.interval_seconds
+    {
+        problems.push(problem(
+            "spec.rollout.progressDeadlineSeconds",
+            format!(
+                "must be longer than analysis.intervalSeconds ({}): a canary between two measurements would miss it",
+                analysis.interval_seconds
+            ),
+        ));
+    }
     problems
 }
 
@@ -167,6 +207,37 @@ mod tests {
             fields(validate("btc", &s)),
             ["spec.guards.dailyLoss", "spec.guards.maxNotionalPerSymbol.btc"]
         );
+    }
+
+    #[test]
+    fn analysis_thresholds_are_ordered_metrics_unique_and_the_deadline_longer_than_an_interval() {
+        use tradingbot_crds::progressive::{AnalysisMetric, AnalysisMetricName, AnalysisSpec, Comparison};
+        let metric = |max: &str, gray: Option<&str>| AnalysisMetric {
+            name: AnalysisMetricName::CycleErrors,
+            max: max.parse().unwrap(),
+            inconclusive_above: gray.map(|g| g.parse().unwrap()),
+            comparison: Comparison::Absolute,
+        };
+        let mut s = spec(Profile::Dev);
+        s.rollout.analysis = Some(AnalysisSpec {
+            interval_seconds: 60,
+            count: 3,
+            failure_limit: 0,
+            inconclusive_limit: 0,
+            metrics: vec![metric("1", Some("2")), metric("1", None)],
+        });
+        s.rollout.progress_deadline_seconds = Some(60);
+        let problems = validate("btc", &s);
+        assert_eq!(
+            fields(problems.clone()),
+            [
+                "spec.rollout.analysis.metrics[CycleErrors]",
+                "spec.rollout.analysis.metrics[CycleErrors]",
+                "spec.rollout.progressDeadlineSeconds"
+            ]
+        );
+        assert!(problems[0].message.contains("must not be above max"));
+        assert!(problems[1].message.contains("only once"));
     }
 
     #[test]

@@ -51,6 +51,13 @@ pub struct BotSample {
     pub exposure: Option<Decimal>,
     /// In-process trips the bot reports as latched: (guard, level, unix time).
     pub latched: Vec<(String, TradingMode, i64)>,
+    /// Orders refused, every reason (the canary analysis' OrderRejections).
+    pub orders_rejected: Option<u64>,
+    /// Trips the bot's own guards latched since it started (the analysis' GuardTrips).
+    pub guard_trips: Option<u64>,
+    /// Cycles timed by the cycle duration histogram, and their total in seconds.
+    pub cycles_timed: Option<u64>,
+    pub cycle_seconds_total: Option<Decimal>,
 }
 
 fn decimal(value: f64) -> Option<Decimal> {
@@ -95,6 +102,10 @@ impl BotSample {
             open_orders: single(m::OPEN_ORDERS.name).map(|v| v as u64),
             exposure: single(m::EXPOSURE.name).and_then(decimal),
             latched,
+            orders_rejected: sum(m::ORDERS_REJECTED.name).map(|v| v as u64),
+            guard_trips: sum(m::GUARD_TRIPS.name).map(|v| v as u64),
+            cycles_timed: single(&format!("{}_count", m::CYCLE_DURATION.name)).map(|v| v as u64),
+            cycle_seconds_total: single(&format!("{}_sum", m::CYCLE_DURATION.name)).and_then(decimal),
         }
     }
 }
@@ -322,6 +333,20 @@ mod tests {
         assert_eq!(
             s.latched,
             vec![("dailyLoss".to_string(), TradingMode::ReduceOnly, 1795219200)]
+        );
+    }
+
+    #[test]
+    fn sample_reads_what_the_canary_analysis_measures() {
+        let text = "perps_bot_orders_rejected_total{reason=\"risk\"} 2\nperps_bot_orders_rejected_total{reason=\"exchange\"} 3\nperps_bot_guard_trips_total{guard=\"dailyLoss\",level=\"ReduceOnly\"} 1\nperps_bot_cycle_duration_seconds_bucket{le=\"0.5\"} 3\nperps_bot_cycle_duration_seconds_sum 1.25\nperps_bot_cycle_duration_seconds_count 4\n";
+        let s = BotSample::from_samples(&parse::parse(text));
+        assert_eq!(s.orders_rejected, Some(5));
+        assert_eq!(s.guard_trips, Some(1));
+        assert_eq!((s.cycles_timed, s.cycle_seconds_total), (Some(4), Some(dec!(1.25))));
+        let empty = BotSample::from_samples(&parse::parse("perps_bot_cycles_total 1\n"));
+        assert_eq!(
+            (empty.orders_rejected, empty.guard_trips, empty.cycles_timed),
+            (None, None, None)
         );
     }
 
