@@ -233,7 +233,7 @@ async fn the_admin_api_deposits_and_withdraws_only_what_is_available() {
     let (status, body) = t
         .admin_post(
             "/admin/transfers",
-            &transfer(&format!("-{}", available + Decimal::new(001, 2))),
+            &transfer(&format!("-{}", available + Decimal::new(1, 2))),
         )
         .await;
     assert_eq!(status, 400, "{body}");
