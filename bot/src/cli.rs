@@ -240,6 +240,11 @@ pub struct RunArgs {
     /// Turn the in-process guards off (testing the operator's backstop only).
     #[arg(long, global = true, env = "PERPS_BOT_DISABLE_GUARDS", num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub disable_guards: bool,
+    /// Identity of a bot run by hand: its client order ids start with `pb.<ID>.` (default
+    /// `local`), and only those orders' coins and cash are its. Give every bot run by hand on
+    /// one account its own (and its own --state-file). A TradingBot's identity is its name.
+    #[arg(long, global = true, env = "PERPS_BOT_ID", value_name = "ID", value_parser = parse_bot_id)]
+    pub bot_id: Option<String>,
     /// The TradingBot this process runs for (set by the operator; enables the Kubernetes
     /// mode source and Lease fencing).
     #[arg(long, global = true, env = "TRADINGBOT_NAME")]
@@ -318,6 +323,26 @@ pub fn treasury_refusal(what: &str) -> String {
     )
 }
 
+/// Longest `--bot-id`.
+const MAX_BOT_ID_LEN: usize = 32;
+
+/// A `--bot-id`: lowercase letters, digits and '-' (no '.', so no identity's prefix is the
+/// start of another's).
+fn parse_bot_id(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value.len() <= MAX_BOT_ID_LEN
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(format!(
+            "{value:?}: a bot id is 1 to {MAX_BOT_ID_LEN} characters of a-z, 0-9 and '-'"
+        ))
+    }
+}
+
 fn parse_flag_env(value: &str) -> Result<bool, String> {
     match value.to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
@@ -330,8 +355,11 @@ impl RunArgs {
     /// The prefix of this bot identity's client order ids: its orders are the only ones it
     /// cancels, and the coins they bought the only ones it sells.
     pub fn client_order_prefix(&self) -> String {
-        match (&self.tradingbot, &self.namespace) {
-            (Some(bot), Some(namespace)) => tradingbot_crds::names::client_order_prefix(namespace, bot, self.instance),
+        match (&self.tradingbot, &self.namespace, &self.bot_id) {
+            (Some(bot), Some(namespace), _) => {
+                tradingbot_crds::names::client_order_prefix(namespace, bot, self.instance)
+            }
+            (_, _, Some(id)) => format!("pb.{id}."),
             _ => tradingbot_crds::names::LOCAL_CLIENT_ORDER_PREFIX.to_string(),
         }
     }
@@ -466,6 +494,32 @@ mod tests {
             parse(&["perps-bot", "flatten", "--profile", "spot"]).command,
             Some(Command::Flatten)
         ));
+    }
+
+    #[test]
+    fn a_bot_id_names_a_hand_run_identity_whose_prefix_nests_with_no_other() {
+        let prefix = |line: &[&str]| parse(line).run.client_order_prefix();
+        assert_eq!(prefix(&["perps-bot"]), "pb.local.");
+        assert_eq!(prefix(&["perps-bot", "--bot-id", "btc-2"]), "pb.btc-2.");
+        let managed = prefix(&[
+            "perps-bot",
+            "--tradingbot",
+            "btc",
+            "--namespace",
+            "trading",
+            "--bot-id",
+            "x",
+        ]);
+        assert!(
+            managed.ends_with(".btc.prod."),
+            "a TradingBot's identity is its name: {managed}"
+        );
+        for bad in ["", "a.b", "BTC", "a_b", &"a".repeat(33)] {
+            let error = Cli::try_parse_from(["perps-bot", "--bot-id", bad])
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("a-z, 0-9 and '-'"), "{bad}: {error}");
+        }
     }
 
     #[test]

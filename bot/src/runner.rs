@@ -99,6 +99,10 @@ fn identity(args: &RunArgs) -> anyhow::Result<Option<Identity>> {
     let Some(bot) = args.tradingbot.clone() else {
         return Ok(None);
     };
+    anyhow::ensure!(
+        args.bot_id.is_none(),
+        "--bot-id (PERPS_BOT_ID) names a bot run by hand; this process runs for TradingBot {bot}, whose identity is its name: remove PERPS_BOT_ID"
+    );
     let namespace = args
         .namespace
         .clone()
@@ -142,7 +146,6 @@ pub fn default_metrics_file(config: &BotConfig) -> PathBuf {
 struct Services {
     stop_tx: watch::Sender<bool>,
     stop: watch::Receiver<bool>,
-    identity: Option<Identity>,
     instance: Instance,
     mode: ModeHandle,
     app: Arc<AppState>,
@@ -249,7 +252,6 @@ impl Services {
         Ok(Self {
             stop_tx,
             stop,
-            identity,
             instance,
             mode,
             app,
@@ -282,18 +284,11 @@ async fn trade<B: Broker>(
     broker: Arc<B>,
     services: &mut Services,
 ) -> anyhow::Result<()> {
-    let (identity, instance, mode, app) = (
-        &services.identity,
-        services.instance,
-        services.mode.clone(),
-        services.app.clone(),
-    );
+    let (instance, mode, app) = (services.instance, services.mode.clone(), services.app.clone());
     let claim = services.claim.clone();
-    // Client order ids start with the instance's identity: the bot only ever cancels its own.
-    let client_id_prefix = identity.as_ref().map_or_else(
-        || tradingbot_crds::names::LOCAL_CLIENT_ORDER_PREFIX.to_string(),
-        |i| tradingbot_crds::names::client_order_prefix(&i.namespace, &i.bot, i.instance),
-    );
+    // Client order ids start with the instance's identity: the bot only ever cancels its own
+    // (the same prefix its inventory and cash books count).
+    let client_id_prefix = args.client_order_prefix();
     let executor = Arc::new(Executor::new(
         broker.clone(),
         mode.clone(),
