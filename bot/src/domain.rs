@@ -370,9 +370,14 @@ impl Position {
 /// What the account looks like: cash in the quote currency and open positions.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountState {
-    /// Cash in quote currency, including realised PnL and after fees.
+    /// The bot's cash in quote currency, including realised PnL and after fees (in spot on
+    /// Coinbase: its own, see [`crate::cash`]).
     pub cash: Decimal,
     pub positions: Vec<Position>,
+    /// Of `cash`, what the account does not hold available now (other bots spent it, it was
+    /// withdrawn): part of the bot's equity, never of what it sizes or risks on.
+    #[serde(default)]
+    pub unbacked_cash: Decimal,
 }
 
 impl AccountState {
@@ -392,6 +397,12 @@ impl AccountState {
                 .iter()
                 .map(|p| mark(&p.symbol).map(|m| p.unrealized_pnl(m)).unwrap_or_default())
                 .sum::<Decimal>()
+    }
+
+    /// The equity entries and risk limits are sized on: [`Self::equity`] less the cash the
+    /// account does not hold (never more money than the account has).
+    pub fn sizing_equity(&self, mark: impl Fn(&Symbol) -> Option<Decimal>) -> Decimal {
+        self.equity(mark) - self.unbacked_cash.max(Decimal::ZERO)
     }
 
     /// Sum of absolute position notionals at the given marks.
@@ -448,9 +459,15 @@ mod tests {
                     entry_price: dec!(50),
                 },
             ],
+            unbacked_cash: dec!(300),
         };
         let marks = |s: &Symbol| Some(if s.base() == "BTC" { dec!(110) } else { dec!(60) });
         assert_eq!(account.equity(marks), dec!(1000) + dec!(10) - dec!(20));
+        assert_eq!(
+            account.sizing_equity(marks),
+            dec!(990) - dec!(300),
+            "never on unbacked cash"
+        );
         assert_eq!(account.exposure(marks), dec!(110) + dec!(120));
     }
 }

@@ -247,7 +247,12 @@ impl<B: Broker> Engine<B> {
         }
         let account = match report.placed {
             0 => account,
-            _ => self.broker.account().await.ok().or(account),
+            _ => {
+                let after = self.broker.account().await.ok();
+                // The files show the inventory and cash of this latest read.
+                self.account_for_inventory(&marks);
+                after.or(account)
+            }
         };
         self.finish_cycle(started, now_ms, account.as_ref(), &marks, &mut report)
             .await;
@@ -375,7 +380,8 @@ impl<B: Broker> Engine<B> {
                 report.errors.push(format!("cancel: {error}"));
             }
         }
-        let equity = account.equity(|s| marks.get(s).copied());
+        // Entries are sized on what the account can back (never on cash others spent).
+        let equity = account.sizing_equity(|s| marks.get(s).copied());
         let clock = UtcClock::at_unix(clock::unix_seconds());
         let now_ms = clock::unix_ms();
         let symbols = self.config.symbols.clone();
@@ -729,6 +735,7 @@ impl<B: Broker> Engine<B> {
         self.app.metrics.set_mode(mode.mode, mode.known);
         let marks: BTreeMap<Symbol, Decimal> = self.last_quotes.iter().map(|(s, q)| (s.clone(), q.mid())).collect();
         let account = self.broker.account().await.ok();
+        self.account_for_inventory(&marks);
         let report = CycleReport {
             mode: mode.mode,
             decisions: self.last_decisions.clone(),

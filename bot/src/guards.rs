@@ -10,9 +10,11 @@
 //!   Σ (notionalᵢ / equity)². One position worth 18% of equity is 0.0324 whatever the number
 //!   of symbols; everything in one coin is 1. A single-symbol bot is not concentrated by
 //!   construction, only by size.
-//! - Equity and its day-start and peak references are the bot's own (cash plus its own
-//!   inventory); coins taken off its books because they left the account lower the references
-//!   by their value, so a transfer is not a trading loss.
+//! - Equity and its day-start and peak references are the bot's own (its own cash plus its
+//!   own inventory, see `crate::cash` and `crate::inventory`); coins taken off its books
+//!   because they left the account lower the references by their value, so a transfer is not
+//!   a trading loss. The references belong to one set of cash books: when the books are opened
+//!   anew (their file was lost or removed), the references restart from the next measurement.
 
 use crate::clock;
 use crate::domain::Symbol;
@@ -46,6 +48,9 @@ pub struct PersistedGuardState {
     /// The last flatten request acted on (each request id is acted on once, across restarts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_flatten_request: Option<String>,
+    /// The cash books the equity references were measured against (`crate::cash::CashBooks::id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub books: Option<String>,
 }
 
 /// The numbers the guards and metrics look at, for one cycle.
@@ -163,6 +168,24 @@ impl GuardMonitor {
         if let Some(peak) = self.state.peak_equity.as_mut() {
             *peak -= value;
         }
+    }
+
+    /// The equity is measured against the cash books `id` from now on. Returns true when the
+    /// references belonged to other books (opened anew): they restart at the next measurement.
+    pub fn use_books(&mut self, id: &str) -> bool {
+        let other = match self.state.books.as_deref() {
+            Some(known) if known == id => return false,
+            Some(_) => true,
+            // A fresh state, or one from before books were kept (they are then opened on the
+            // balance its references were measured on): adopt them.
+            None => false,
+        };
+        if other {
+            self.state.day_start_equity = None;
+            self.state.peak_equity = None;
+        }
+        self.state.books = Some(id.to_string());
+        other
     }
 
     /// Measure everything for this cycle.
@@ -674,6 +697,30 @@ mod tests {
         assert!(cycle(&mut m, dec!(5000), t + 1).is_empty());
         assert_eq!(m.last().daily_loss, Decimal::ZERO);
         assert_eq!(m.last().drawdown_percent, Decimal::ZERO);
+    }
+
+    #[test]
+    fn references_belong_to_one_set_of_cash_books() {
+        let mut m = GuardMonitor::new(daily_loss_only(), true, None);
+        let t = 20_000 * DAY_MS;
+        assert!(!m.use_books("USD@1"), "adopted");
+        cycle(&mut m, dec!(10000), t);
+        assert!(!m.use_books("USD@1"));
+        cycle(&mut m, dec!(9950), t + 1);
+        assert_eq!(m.last().daily_loss, dec!(50));
+        // Books opened anew on another balance: the references restart there, no trip.
+        assert!(m.use_books("USD@2"));
+        assert!(cycle(&mut m, dec!(4000), t + 2).is_empty());
+        assert_eq!(
+            (m.last().daily_loss, m.last().drawdown_percent),
+            (Decimal::ZERO, Decimal::ZERO)
+        );
+        assert_eq!(m.persisted().books.as_deref(), Some("USD@2"));
+        let text = serde_json::to_string(m.persisted()).unwrap();
+        assert_eq!(
+            serde_json::from_str::<PersistedGuardState>(&text).unwrap(),
+            *m.persisted()
+        );
     }
 
     /// Closes of a random walk with annualised volatility `sigma`, one per minute (Gaussian

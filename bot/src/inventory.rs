@@ -27,6 +27,9 @@ pub struct OwnOrder {
     pub filled: Decimal,
     /// Filled quote value (filled × average price).
     pub value: Decimal,
+    /// Fees paid in the quote currency (they only grow with the fills).
+    #[serde(default)]
+    pub fees: Decimal,
     /// Filled, cancelled, expired or failed: it cannot fill any more.
     pub done: bool,
 }
@@ -69,6 +72,9 @@ pub struct InventoryReport {
     pub last_rebuild_ms: Option<i64>,
     /// The last error reading history or writing the ledger file, if any.
     pub last_error: Option<String>,
+    /// The bot's own cash (spot, when its books are kept: see [`crate::cash`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cash: Option<crate::cash::CashReport>,
 }
 
 impl Ledger {
@@ -88,6 +94,7 @@ impl Ledger {
             size: order.quantity.max(order.filled_quantity),
             filled: order.filled_quantity.max(Decimal::ZERO),
             value,
+            fees: order.fees.max(Decimal::ZERO),
             done: !order.status.is_open(),
         };
         match self.orders.get_mut(&order.order_id) {
@@ -96,7 +103,10 @@ impl Ledger {
                 true
             }
             Some(known) => {
-                let newer = incoming.filled > known.filled || (incoming.filled == known.filled && !known.done);
+                let same_fill = incoming.filled == known.filled;
+                // Fees are read with the fill; a later read may only add the missing ones.
+                let newer =
+                    incoming.filled > known.filled || (same_fill && (!known.done || incoming.fees > known.fees));
                 let changed = newer && *known != incoming;
                 if newer {
                     let done = known.done || incoming.done;
@@ -112,6 +122,19 @@ impl Ledger {
             .values()
             .filter(|o| &o.symbol == symbol && o.side == side)
             .fold((Decimal::ZERO, Decimal::ZERO), |(q, v), o| (q + o.filled, v + o.value))
+    }
+
+    /// The net cash flow of the bot's own fills on markets quoted in `quote`: what its sells
+    /// brought in, less what its buys cost, less every fee (positive: cash came in).
+    pub fn cash_flow(&self, quote: &str) -> Decimal {
+        self.orders
+            .values()
+            .filter(|o| o.symbol.quote() == quote)
+            .map(|o| match o.side {
+                Side::Sell => o.value - o.fees,
+                Side::Buy => -o.value - o.fees,
+            })
+            .sum()
     }
 
     /// Bought, minus sold, minus withdrawn (never below zero).
@@ -174,7 +197,10 @@ impl Ledger {
     pub fn merge(&mut self, other: &Ledger) {
         for (id, order) in &other.orders {
             match self.orders.get_mut(id) {
-                Some(known) if known.filled >= order.filled => known.done |= order.done,
+                Some(known) if known.filled >= order.filled => {
+                    known.done |= order.done;
+                    known.fees = known.fees.max(order.fees);
+                }
                 _ => {
                     self.orders.insert(id.clone(), order.clone());
                 }
@@ -333,6 +359,30 @@ mod tests {
         assert_eq!(a.quantity(&btc()), dec!(2.5));
         let text = serde_json::to_string(&a).unwrap();
         assert_eq!(serde_json::from_str::<Ledger>(&text).unwrap(), a);
+    }
+
+    #[test]
+    fn the_cash_flow_is_what_own_sells_brought_in_less_own_buys_and_every_fee() {
+        let mut ledger = Ledger::default();
+        let mut buy = order("a", "p.1", Side::Buy, dec!(0.5), dec!(100), OrderStatus::Filled);
+        buy.fees = dec!(0.3);
+        let mut sell = order("b", "p.2", Side::Sell, dec!(0.2), dec!(110), OrderStatus::Filled);
+        sell.fees = dec!(0.1);
+        let other = order("c", "someone-else", Side::Buy, dec!(3), dec!(100), OrderStatus::Filled);
+        for o in [&buy, &sell, &other] {
+            ledger.record("p.", o);
+        }
+        // -(50 + 0.3) + (22 - 0.1)
+        assert_eq!(ledger.cash_flow("USD"), dec!(-28.4));
+        assert_eq!(ledger.cash_flow("USDC"), Decimal::ZERO, "another quote currency");
+        // Fees read late (same fill) are taken; a resting order's hold is no flow.
+        let mut late = buy.clone();
+        late.fees = dec!(0.5);
+        assert!(ledger.record("p.", &late));
+        let mut resting = order("d", "p.3", Side::Buy, Decimal::ZERO, dec!(90), OrderStatus::Open);
+        resting.quantity = dec!(1);
+        ledger.record("p.", &resting);
+        assert_eq!(ledger.cash_flow("USD"), dec!(-28.6));
     }
 
     #[test]

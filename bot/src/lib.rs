@@ -4,6 +4,7 @@
 //! file or an authenticated HTTP endpoint.
 
 pub mod broker;
+pub mod cash;
 pub mod cli;
 pub mod clock;
 pub mod coinbase;

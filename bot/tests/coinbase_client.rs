@@ -410,10 +410,21 @@ async fn only_coins_the_bot_bought_are_its_position_and_equity() {
         .find(|a| a.currency.as_deref() == Some("USD"))
         .map(|a| a.available_balance.value.req("usd").unwrap())
         .unwrap();
-    assert_eq!(account.cash, usd + dec!(0.002) * position.entry_price);
-    // Whatever the mark later, equity is USD plus the bot's own coins at that mark.
+    // The bot's cash is the 1000 USD its books opened with less its own buy (value and fee);
+    // the manual buy on the same account is not its spending, only less cash to back it.
+    let cost = dec!(0.002) * position.entry_price;
+    let own_cash = dec!(1000) - cost - bought.fees;
+    assert!(bought.fees > Decimal::ZERO);
+    assert_eq!(account.cash, own_cash + cost, "its cost basis is folded into cash");
+    assert!(
+        usd < own_cash - dec!(100),
+        "the account paid for the manual buy too: {usd}"
+    );
+    assert_eq!(account.unbacked_cash, own_cash - usd);
+    // Whatever the mark later, equity is its own cash plus its own coins at that mark.
     let mark = position.entry_price * dec!(1.1);
-    assert_eq!(account.equity(|_| Some(mark)), usd + dec!(0.002) * mark);
+    assert_eq!(account.equity(|_| Some(mark)), own_cash + dec!(0.002) * mark);
+    assert_eq!(account.sizing_equity(|_| Some(mark)), usd + dec!(0.002) * mark);
     // Selling its own is fine; one satoshi more is not.
     let too_much = order(
         "pb.local.t-3",

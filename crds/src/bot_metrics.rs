@@ -26,7 +26,7 @@ metrics! {
     CYCLE_ERRORS = "perps_bot_cycle_errors_total" [] "Trading cycles that ended with an error.";
     ERRORS = "perps_bot_errors_total" ["kind"] "Errors by kind (cycle, exchange, order); the errorRate guard counts their sum.";
     LAST_CYCLE = "perps_bot_last_cycle_timestamp_seconds" [] "Unix time the last cycle finished.";
-    EQUITY = "perps_bot_equity" [] "Account equity in quote currency (cash plus unrealised PnL).";
+    EQUITY = "perps_bot_equity" [] "The bot's own equity in quote currency: its cash plus unrealised PnL (in spot, its own cash and inventory, never other bots' trades, deposits or withdrawals).";
     EQUITY_PEAK = "perps_bot_equity_peak" [] "Highest equity seen, the drawdown reference.";
     PNL_TODAY = "perps_bot_pnl_today" [] "Realised plus unrealised PnL since the UTC day started (negative = loss).";
     DAILY_LOSS = "perps_bot_daily_loss" [] "Loss since the UTC day started (0 when in profit); the dailyLoss guard's value.";
@@ -50,6 +50,7 @@ metrics! {
     ACCOUNT_AGE = "perps_bot_account_telemetry_age_seconds" [] "Age of the last successful balances/positions refresh.";
     INVENTORY = "perps_bot_inventory_quantity" ["symbol"] "Base quantity the bot owns in spot: what its own orders bought net of what they sold, capped to the account.";
     INVENTORY_UNOWNED = "perps_bot_inventory_unowned_quantity" ["symbol"] "Base currency on the account the bot did not buy: never sold, never counted in its equity.";
+    CASH_UNBACKED = "perps_bot_cash_unbacked" [] "Of the bot's own spot cash, what the account does not hold available (other bots spent it, it was withdrawn): in its equity, never sized or risked on.";
     INVENTORY_CAPPED = "perps_bot_inventory_capped_total" ["symbol"] "Times the account held less than the bot's ledger (coins moved away) and the ledger was capped to what exists.";
     STATE_WRITE_ERRORS = "perps_bot_state_write_errors_total" ["file"] "Failed writes of the bot's files (guard_state, metrics, health); a guard state that cannot be written restricts the bot to ReduceOnly.";
     FLATTENS = "perps_bot_flatten_requests_total" ["result"] "Flatten requests acted on (done: own positions closed with reduce-only orders; refused: the trading state or a check refused).";

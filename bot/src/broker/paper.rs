@@ -167,6 +167,7 @@ impl PaperExchange {
         AccountState {
             cash: s.cash,
             positions: s.positions.values().cloned().collect(),
+            unbacked_cash: Decimal::ZERO,
         }
     }
 

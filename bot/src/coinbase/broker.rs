@@ -13,11 +13,15 @@
 //!   Coins the bot did not buy are not a position, not in equity, not sellable (a spot SELL
 //!   beyond the own inventory is refused here, before the exchange). A position's entry price
 //!   is the bot's cost basis (volume-weighted price of its buys); that cost is folded into
-//!   cash, so equity is exactly `quote balance + Σ own inventory · mark`.
+//!   cash, so equity is exactly `own cash + Σ own inventory · mark`.
+//! - Spot cash is the bot's own ([`crate::cash`]): the account's quote balance when its books
+//!   were opened plus the cash flows of its own fills since, not the account's balance (other
+//!   bots on the account, deposits and withdrawals are not its PnL). What of it the account
+//!   does not hold available is reported as `unbacked_cash`, which the bot never sizes on.
 //! - Only the quote currency and the bases of configured symbols count; other holdings are
 //!   outside the bot's equity (they are not its to trade).
-//! - Cash is the total balance (available + on hold): funds held by our own resting orders
-//!   are still ours.
+//! - A bot trading perpetuals keeps the account-level cash: the collateral's total balance
+//!   (available + on hold), as the exchange reports it.
 
 use super::inventory::{InventoryBook, InventoryOptions};
 use super::rest::RestClient;
@@ -554,6 +558,30 @@ impl CoinbaseBroker {
         })
     }
 
+    /// A perpetuals bot's cash, account-level: the collateral's total balance (the quote
+    /// currency, plus USDC at par for USD: INTX collateral is USDC). Nothing is unbacked.
+    fn collateral(&self, accounts: &[wire::Account]) -> Result<(Decimal, Decimal), BrokerError> {
+        let total_of = |currency: &str| balance_of(accounts, currency).map(|(a, h)| a + h);
+        let mut cash = total_of(&self.quote_currency)?;
+        if self.quote_currency == "USD" {
+            cash += total_of("USDC")?;
+        }
+        Ok((cash, Decimal::ZERO))
+    }
+
+    /// A spot bot's own cash and the part of it the account does not hold available (see
+    /// [`crate::cash`]). Without a book (no credentials) the account's balance is all there is.
+    fn own_cash(&self, accounts: &[wire::Account]) -> Result<(Decimal, Decimal), BrokerError> {
+        let (available, hold) = balance_of(accounts, &self.quote_currency)?;
+        match self.inventory_book() {
+            Some(book) => {
+                let report = book.own_cash(&self.quote_currency, available + hold, available);
+                Ok((report.cash, report.unbacked))
+            }
+            None => Ok((available + hold, Decimal::ZERO)),
+        }
+    }
+
     async fn intx_positions(&self, portfolio: &str) -> Result<Vec<Position>, BrokerError> {
         let path = format!("/intx/positions/{}", segment("portfolio", portfolio)?);
         let list: wire::IntxPositions = wire::decode("intx positions", &self.rest.get(&path, &[]).await?)?;
@@ -586,22 +614,24 @@ impl CoinbaseBroker {
     }
 }
 
-/// The total (available plus on hold) of `currency` over `accounts`.
-fn balance_of(accounts: &[wire::Account], currency: &str) -> Result<Decimal, BrokerError> {
-    let mut total = Decimal::ZERO;
+/// The balance of `currency` over `accounts`: `(available, on hold)`.
+fn balance_of(accounts: &[wire::Account], currency: &str) -> Result<(Decimal, Decimal), BrokerError> {
+    let in_range = |t: Option<Decimal>| {
+        t.filter(|t| t.abs() <= wire::MAX_MAGNITUDE)
+            .ok_or_else(|| BrokerError::Protocol(format!("{currency}: balance out of range")))
+    };
+    let (mut available, mut hold) = (Decimal::ZERO, Decimal::ZERO);
     for a in accounts.iter().filter(|a| a.currency.as_deref() == Some(currency)) {
-        let available = a
+        let free = a
             .available_balance
             .value
             .opt(&format!("{currency} available_balance"))?;
-        let hold = a.hold.value.opt(&format!("{currency} hold"))?;
-        total = total
-            .checked_add(available.unwrap_or_default())
-            .and_then(|t| t.checked_add(hold.unwrap_or_default()))
-            .filter(|t| t.abs() <= wire::MAX_MAGNITUDE)
-            .ok_or_else(|| BrokerError::Protocol(format!("{currency}: balance out of range")))?;
+        let held = a.hold.value.opt(&format!("{currency} hold"))?;
+        available = in_range(available.checked_add(free.unwrap_or_default()))?;
+        hold = in_range(hold.checked_add(held.unwrap_or_default()))?;
     }
-    Ok(total)
+    in_range(available.checked_add(hold))?;
+    Ok((available, hold))
 }
 
 /// Every account of the key's portfolio, following `cursor` until `has_next` is false.
@@ -763,25 +793,27 @@ impl Broker for CoinbaseBroker {
         if let Some(cash) = self.synthetic_cash {
             return Ok(AccountState {
                 cash,
-                positions: Vec::new(),
+                ..AccountState::default()
             });
         }
         let accounts = self.accounts().await?;
-        let total_of = |currency: &str| -> Result<Decimal, BrokerError> { balance_of(&accounts, currency) };
-        let mut cash = total_of(&self.quote_currency)?;
-        let trades_perpetuals = self.intx_portfolio.is_some() && self.by_symbol.keys().any(Symbol::is_perpetual);
-        if trades_perpetuals && self.quote_currency == "USD" {
-            // INTX collateral is USDC, worth one USD each for margin.
-            cash += total_of("USDC")?;
-        }
+        let total_of =
+            |currency: &str| -> Result<Decimal, BrokerError> { balance_of(&accounts, currency).map(|b| b.0 + b.1) };
         let holdings = self
             .by_symbol
             .keys()
             .filter(|s| !s.is_perpetual())
             .map(|s| Ok((s.clone(), total_of(s.base())?)))
             .collect::<Result<Vec<_>, BrokerError>>()?;
+        let own = self.own_spot(&holdings).await?;
+        let trades_perpetuals = self.intx_portfolio.is_some() && self.by_symbol.keys().any(Symbol::is_perpetual);
+        let (mut cash, unbacked_cash) = if trades_perpetuals {
+            self.collateral(&accounts)?
+        } else {
+            self.own_cash(&accounts)?
+        };
         let mut positions = Vec::new();
-        for (symbol, quantity, cost) in self.own_spot(&holdings).await? {
+        for (symbol, quantity, cost) in own {
             if quantity.is_zero() {
                 continue;
             }
@@ -803,7 +835,11 @@ impl Broker for CoinbaseBroker {
         if let Some(portfolio) = self.intx_portfolio.as_deref().filter(|_| trades_perpetuals) {
             positions.extend(self.intx_positions(portfolio).await?);
         }
-        Ok(AccountState { cash, positions })
+        Ok(AccountState {
+            cash,
+            positions,
+            unbacked_cash,
+        })
     }
 
     async fn place_order(&self, order: &OrderRequest) -> Result<Order, BrokerError> {

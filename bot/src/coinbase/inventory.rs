@@ -7,10 +7,14 @@
 //!
 //! Reconciliation: whenever the account holds less of a coin than the ledger (a person moved
 //! coins away), the ledger is capped to what exists, and the event is logged and reported.
+//!
+//! The same file keeps the bot's cash books ([`crate::cash`]): opened at the first account
+//! read without books, then the bot's cash is their baseline plus its own fills' cash flows.
 
 use super::broker::CoinbaseBroker;
 use super::wire;
 use crate::broker::BrokerError;
+use crate::cash::{CashBooks, CashReport};
 use crate::domain::{Order, Side, Symbol};
 use crate::inventory::{InventoryReport, Ledger};
 use rust_decimal::Decimal;
@@ -55,6 +59,9 @@ impl InventoryOptions {
 struct Persisted {
     prefix: String,
     ledger: Ledger,
+    /// The bot's cash books (absent in files of versions before them: opened at the next read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    books: Option<CashBooks>,
 }
 
 #[derive(Debug, Default)]
@@ -72,6 +79,9 @@ struct State {
     /// Caps by this process: how many, and the quantity they removed.
     caps: BTreeMap<Symbol, (u64, Decimal)>,
     last_error: Option<String>,
+    books: Option<CashBooks>,
+    /// The cash figures of the last account read.
+    cash: Option<CashReport>,
 }
 
 /// The bot's own inventory on Coinbase (shared by the client's calls).
@@ -90,6 +100,7 @@ impl InventoryBook {
                 Ok(text) => match serde_json::from_str::<Persisted>(&text) {
                     Ok(p) if p.prefix == options.prefix => {
                         state.ledger = p.ledger;
+                        state.books = p.books;
                         state.from_file = true;
                     }
                     Ok(p) => {
@@ -190,6 +201,31 @@ impl InventoryBook {
         own
     }
 
+    /// The bot's own cash in `currency`, given the account's balance of it (`total`, available
+    /// plus on hold, and `available`): its books' baseline plus its own fills' cash flows. The
+    /// books are opened at the first call without them (and persisted).
+    pub fn own_cash(&self, currency: &str, total: Decimal, available: Decimal) -> CashReport {
+        let (report, opened) = {
+            let mut state = self.lock();
+            let flows = state.ledger.cash_flow(currency);
+            let reopen = state.books.as_ref().is_none_or(|b| b.currency != currency);
+            if reopen {
+                state.books = None;
+            }
+            let books = state
+                .books
+                .get_or_insert_with(|| CashBooks::open(currency, total, flows, crate::clock::unix_ms()));
+            let report = CashReport::new(books, flows, total, available);
+            state.cash = Some(report.clone());
+            (report, reopen)
+        };
+        if opened {
+            tracing::info!(event = "cash_books_opened", currency = %report.currency, baseline = %report.baseline, books = %report.books, "the bot's cash books are opened: its cash is this balance plus the cash flows of its own fills from now on (other bots' trades, deposits and withdrawals are not its)");
+            self.persist();
+        }
+        report
+    }
+
     /// Whether any of `holdings` is below the ledger (a cap would happen).
     fn short_of_ledger(&self, holdings: &[(Symbol, Decimal)]) -> bool {
         let state = self.lock();
@@ -212,14 +248,19 @@ impl InventoryBook {
             rebuilt_from_history: state.rebuilt,
             last_rebuild_ms: state.last_rebuild_ms,
             last_error: state.last_error.clone(),
+            cash: state.cash.clone(),
         }
     }
 
     fn persist(&self) {
         let Some(path) = &self.options.file else { return };
-        let persisted = Persisted {
-            prefix: self.options.prefix.clone(),
-            ledger: self.lock().ledger.clone(),
+        let persisted = {
+            let state = self.lock();
+            Persisted {
+                prefix: self.options.prefix.clone(),
+                ledger: state.ledger.clone(),
+                books: state.books.clone(),
+            }
         };
         if let Err(error) = crate::telemetry::snapshot::write_json_atomically(path, &persisted) {
             tracing::warn!(path = %path.display(), %error, "cannot persist the inventory ledger (the exchange's history stays the authority)");

@@ -123,6 +123,7 @@ mod tests {
                 position(&perp, dec!(-2)),
                 position(&other, dec!(3)),
             ],
+            ..AccountState::default()
         };
         assert_eq!(
             closing_orders(&account, &[btc.clone(), perp.clone()]),

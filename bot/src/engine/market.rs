@@ -1,7 +1,8 @@
 //! What the engine reads besides quotes and the account: one-minute closes for the volatility
 //! guard (at most once a minute per symbol, whatever the cycle interval), and the broker's
-//! own-inventory figures (metrics, and coins that left the bot's books without a trade,
-//! which must not count as a trading loss).
+//! own-inventory and own-cash figures (metrics, coins that left the bot's books without a
+//! trade, which must not count as a trading loss, and the cash books the guards' references
+//! belong to).
 
 use super::Engine;
 use crate::broker::{Broker, Granularity};
@@ -65,8 +66,9 @@ impl<B: Broker> Engine<B> {
         }
     }
 
-    /// Export the broker's inventory figures; coins this process took off the books (the
-    /// account held less than the ledger) lower the loss guards' references by their value.
+    /// Export the broker's inventory and cash figures; coins this process took off the books
+    /// (the account held less than the ledger) lower the loss guards' references by their
+    /// value, and the references belong to the bot's cash books in use.
     pub(super) fn account_for_inventory(&mut self, marks: &BTreeMap<Symbol, Decimal>) {
         let Some(report) = self.broker.inventory() else {
             return;
@@ -92,6 +94,12 @@ impl<B: Broker> Engine<B> {
             }
             self.inventory_seen
                 .insert(symbol.clone(), (figures.caps, figures.removed_since_start));
+        }
+        if let Some(cash) = &report.cash {
+            metrics.cash_unbacked.set(f(cash.unbacked));
+            if self.guards.use_books(&cash.books) {
+                tracing::warn!(event = "cash_books_changed", books = %cash.books, baseline = %cash.baseline, "the cash books were opened anew (their file was lost or removed): the day-start and peak references restart from this cycle");
+            }
         }
         self.inventory = Some(report);
     }

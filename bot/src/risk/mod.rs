@@ -192,9 +192,16 @@ pub fn check(config: &RiskConfig, guards: &Guards, input: &RiskInput<'_>) -> Res
             (input.marks)(s)
         }
     };
-    let equity = input.account.equity(marks);
+    // Sized on what the account can back: the bot's cash others spent is not there to risk.
+    let equity = input.account.sizing_equity(marks);
     if equity <= Decimal::ZERO {
-        return refuse(RejectReason::NoEquity, format!("equity is {equity}"));
+        return refuse(
+            RejectReason::NoEquity,
+            format!(
+                "equity the account can back is {equity} ({} of the bot's cash is not on the account)",
+                input.account.unbacked_cash
+            ),
+        );
     }
     let position_after = position + input.side.sign() * input.quantity;
     let symbol_notional = (position_after * input.price).abs();
@@ -360,7 +367,7 @@ mod tests {
             },
             account: AccountState {
                 cash: dec!(10000),
-                positions: vec![],
+                ..AccountState::default()
             },
             symbol: "BTC-USD".parse().unwrap(),
         }
@@ -400,6 +407,20 @@ mod tests {
         assert_eq!(reason(run(&w, Side::Buy, dec!(250))), Some(RejectReason::Leverage));
         w.guards.max_leverage = Some("1".parse().unwrap());
         assert_eq!(reason(run(&w, Side::Buy, dec!(150))), Some(RejectReason::Leverage));
+    }
+
+    #[test]
+    fn limits_are_measured_on_the_equity_the_account_can_back() {
+        let mut w = world();
+        w.config.max_symbol_exposure_percent = Some(dec!(18));
+        // 15 BTC at 100 is 15% of 10,000 but 30% of the 5,000 the account still holds.
+        assert!(run(&w, Side::Buy, dec!(15)).is_ok());
+        w.account.unbacked_cash = dec!(5000);
+        assert_eq!(reason(run(&w, Side::Buy, dec!(15))), Some(RejectReason::SymbolExposure));
+        w.account.unbacked_cash = dec!(10000);
+        let refused = run(&w, Side::Buy, dec!(1)).unwrap_err();
+        assert_eq!(refused.reason, RejectReason::NoEquity);
+        assert!(refused.message.contains("10000 of the bot's cash"), "{refused}");
     }
 
     #[test]

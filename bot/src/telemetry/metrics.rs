@@ -47,6 +47,7 @@ pub struct BotMetrics {
     pub inventory: GaugeVec,
     pub inventory_unowned: GaugeVec,
     pub inventory_capped: IntCounterVec,
+    pub cash_unbacked: Gauge,
     pub state_write_errors: IntCounterVec,
     pub flattens: IntCounterVec,
 }
@@ -117,6 +118,7 @@ impl BotMetrics {
                 opts(m::INVENTORY_CAPPED),
                 m::INVENTORY_CAPPED.labels
             )),
+            cash_unbacked: reg!(Gauge::with_opts(opts(m::CASH_UNBACKED))),
             state_write_errors: reg!(IntCounterVec::new(
                 opts(m::STATE_WRITE_ERRORS),
                 m::STATE_WRITE_ERRORS.labels
