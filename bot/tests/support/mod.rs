@@ -84,11 +84,11 @@ impl Exchange {
         .unwrap()
     }
 
-    /// Every order on the account whose client order id starts with `prefix`, from the
-    /// exchange's history: `(product, side) -> (orders, filled base quantity)`.
-    pub async fn filled_by(&self, prefix: &str) -> BTreeMap<(String, String), (usize, Decimal)> {
+    /// Every order on the account whose client order id starts with `prefix`, as the
+    /// exchange's history returns them.
+    pub async fn orders_of(&self, prefix: &str) -> Vec<Value> {
         let rest = self.rest();
-        let mut totals: BTreeMap<(String, String), (usize, Decimal)> = BTreeMap::new();
+        let mut orders = Vec::new();
         let mut cursor = String::new();
         loop {
             let mut query = vec![("limit", "1000".to_string())];
@@ -97,28 +97,57 @@ impl Exchange {
             }
             let page: Value =
                 serde_json::from_slice(&rest.get("/orders/historical/batch", &query).await.unwrap()).unwrap();
-            for order in page["orders"].as_array().unwrap() {
-                if !order["client_order_id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .starts_with(prefix)
-                {
-                    continue;
-                }
-                let key = (
-                    order["product_id"].as_str().unwrap().to_string(),
-                    order["side"].as_str().unwrap().to_string(),
-                );
-                let filled: Decimal = order["filled_size"].as_str().unwrap().parse().unwrap();
-                let entry = totals.entry(key).or_default();
-                entry.0 += 1;
-                entry.1 += filled;
-            }
+            orders.extend(
+                page["orders"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|o| o["client_order_id"].as_str().unwrap_or_default().starts_with(prefix))
+                    .cloned(),
+            );
             match page["cursor"].as_str() {
                 Some(next) if page["has_next"] == true && !next.is_empty() => cursor = next.to_string(),
-                _ => return totals,
+                _ => return orders,
             }
         }
+    }
+
+    /// The orders of `prefix` from the exchange's history: `(product, side) -> (orders,
+    /// filled base quantity)`.
+    pub async fn filled_by(&self, prefix: &str) -> BTreeMap<(String, String), (usize, Decimal)> {
+        let mut totals: BTreeMap<(String, String), (usize, Decimal)> = BTreeMap::new();
+        for order in self.orders_of(prefix).await {
+            let key = (
+                order["product_id"].as_str().unwrap().to_string(),
+                order["side"].as_str().unwrap().to_string(),
+            );
+            let entry = totals.entry(key).or_default();
+            entry.0 += 1;
+            entry.1 += dec(&order["filled_size"]);
+        }
+        totals
+    }
+
+    /// The net cash flow of `prefix`'s fills as the exchange records them: what its sells
+    /// brought in, less what its buys cost, less all fees.
+    pub async fn cash_flow_of(&self, prefix: &str) -> Decimal {
+        self.orders_of(prefix)
+            .await
+            .iter()
+            .map(|o| {
+                let (value, fees) = (dec(&o["filled_value"]), dec(&o["total_fees"]));
+                if o["side"] == "SELL" {
+                    value - fees
+                } else {
+                    -value - fees
+                }
+            })
+            .sum()
+    }
+
+    /// A deposit (`amount` > 0) or withdrawal (`amount` < 0) of `currency` on the account.
+    pub fn transfer(&self, currency: &str, amount: Decimal) {
+        self.sim.transfer(&self.key.name, currency, amount).unwrap();
     }
 
     /// A market order for the key under `client_order_id` (history for a bot identity).
