@@ -9,6 +9,7 @@ pub mod actions;
 pub mod audit;
 pub mod bot_metrics;
 pub mod decimal;
+pub mod exposition;
 pub mod guards;
 pub mod lease;
 pub mod managed_config;

@@ -2,9 +2,14 @@
 //! loss from a price shock trips ReduceOnly then Halted (orders cancelled), a manual
 //! acknowledgement is refused until the loss recovers, frozen data and unreachable metrics
 //! trip the staleness guard, and a bot with its own guards disabled is still stopped.
+//!
+//! A bot's loss is on what it bought: the loss tests give each bot 1 BTC of its own (a fill
+//! under its client order id prefix in the exchange's history) next to 1 BTC of the user's, and
+//! check the bot counts exactly its own before shocking the price.
 
 mod support;
 
+use exchange_sim::GeneratedKey;
 use perps_bot::domain::OrderStatus;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -38,12 +43,64 @@ async fn wait_cycles(ns: &TestNamespace, pod: &str, cycles: f64) {
     .await;
 }
 
+/// A key holding USD and the user's 1 BTC, on which `bot` (prod) already bought 1 BTC of its own.
+fn key_with_own_btc(exchange: &PodExchange, ns: &TestNamespace, bot: &str) -> GeneratedKey {
+    let key = exchange.key(&[("USD", Decimal::from(200_000)), ("BTC", Decimal::ONE)], false);
+    let prefix = tradingbot_crds::names::client_order_prefix(&ns.name, bot, tradingbot_crds::Instance::Prod);
+    exchange
+        .sim
+        .place_market_order(&exchange_sim::AdminOrder {
+            key_name: key.name.clone(),
+            client_order_id: format!("{prefix}earlier-1"),
+            product_id: "BTC-USD".into(),
+            side: "BUY".into(),
+            base_size: Decimal::ONE,
+        })
+        .expect("the bot's earlier buy fills");
+    key
+}
+
+/// The venue goes cancel-only (a real incident pattern) or back to normal.
+fn cancel_only(exchange: &PodExchange, on: bool) {
+    exchange
+        .sim
+        .set_product_flags(
+            "BTC-USD",
+            exchange_sim::ProductFlagsUpdate {
+                cancel_only: Some(on),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+}
+
+/// The bot counts its own 1 BTC and not the user's.
+async fn assert_owns_one_btc(ns: &TestNamespace, bot: &str) {
+    let text = pod_metrics(ns, bot).await.expect("the bot's metrics");
+    assert_eq!(metric(&text, "perps_bot_inventory_quantity"), Some(1.0), "{text}");
+    assert_eq!(
+        metric(&text, "perps_bot_inventory_unowned_quantity"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        metric(&text, "perps_bot_exposure_notional").unwrap_or(0.0) > 0.0,
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn loss_trips_reduce_only_then_halted_and_an_ack_needs_recovery() {
     let exchange = PodExchange::start().await;
     let ns = namespace_with_operator("op-loss", exchange.operator_values()).await;
-    let key = exchange.key(&[("USD", Decimal::from(10_000)), ("BTC", Decimal::ONE)], false);
+    let key = key_with_own_btc(&exchange, &ns, "lossy");
     exchange.secret(&ns, "coinbase-demo", &key);
+    let client = exchange.client(&key).await;
+    let prefix = tradingbot_crds::names::client_order_prefix(&ns.name, "lossy", tradingbot_crds::Instance::Prod);
+    let resting = exchange.resting_order(&client, &format!("{prefix}resting-1")).await;
+    // The venue is cancel-only from before the bot starts: it cannot sell its BTC while the
+    // price falls, so the loss keeps growing through both levels; cancelling still works.
+    cancel_only(&exchange, true);
     let mid = exchange.mid("BTC-USD");
     let reduce_at = (mid * Decimal::new(5, 2)).round_dp(2);
     let halt_at = (mid * Decimal::new(12, 2)).round_dp(2);
@@ -59,21 +116,7 @@ async fn loss_trips_reduce_only_then_halted_and_an_ack_needs_recovery() {
     .unwrap();
     wait_running(&ns, "lossy").await;
     wait_cycles(&ns, "lossy", 3.0).await;
-    let client = exchange.client(&key).await;
-    let prefix = tradingbot_crds::names::client_order_prefix(&ns.name, "lossy", tradingbot_crds::Instance::Prod);
-    let resting = exchange.resting_order(&client, &format!("{prefix}resting-1")).await;
-    // The venue goes cancel-only (a real incident pattern): the bot cannot sell its BTC while
-    // the price falls, so the loss keeps growing through both levels; cancelling still works.
-    exchange
-        .sim
-        .set_product_flags(
-            "BTC-USD",
-            exchange_sim::ProductFlagsUpdate {
-                cancel_only: Some(true),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    assert_owns_one_btc(&ns, "lossy").await;
 
     exchange.shock("BTC-USD", -8);
     wait_for_field(&ns, "lossy", "{.status.mode}", "ReduceOnly", QUICK).await;
@@ -119,16 +162,7 @@ async fn loss_trips_reduce_only_then_halted_and_an_ack_needs_recovery() {
 
     // The price recovers; now the same trips can be acknowledged.
     exchange.shock("BTC-USD", 25);
-    exchange
-        .sim
-        .set_product_flags(
-            "BTC-USD",
-            exchange_sim::ProductFlagsUpdate {
-                cancel_only: Some(false),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    cancel_only(&exchange, false);
     wait_for_metric(&ns, "lossy", "perps_bot_daily_loss", 0.0, QUICK).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     ns.kubectl(&[
@@ -248,8 +282,10 @@ async fn frozen_market_data_and_unreachable_metrics_trip_the_staleness_guard() {
 async fn a_bot_with_its_own_guards_disabled_is_still_stopped_by_the_operator() {
     let exchange = PodExchange::start().await;
     let ns = namespace_with_operator("op-blind", exchange.operator_values()).await;
-    let key = exchange.key(&[("USD", Decimal::from(10_000)), ("BTC", Decimal::ONE)], false);
+    let key = key_with_own_btc(&exchange, &ns, "blind");
     exchange.secret(&ns, "coinbase-demo", &key);
+    // Cancel-only: the bot cannot sell its BTC before the shock (nor trade the loss away).
+    cancel_only(&exchange, true);
     let reduce_at = (exchange.mid("BTC-USD") * Decimal::new(5, 2)).round_dp(2);
     ns.apply(&bot(
         "blind",
@@ -263,6 +299,7 @@ async fn a_bot_with_its_own_guards_disabled_is_still_stopped_by_the_operator() {
     .unwrap();
     wait_running(&ns, "blind").await;
     wait_cycles(&ns, "blind", 3.0).await;
+    assert_owns_one_btc(&ns, "blind").await;
     exchange.shock("BTC-USD", -9);
     wait_for_field(&ns, "blind", "{.status.mode}", "ReduceOnly", QUICK).await;
     wait_for_metric(&ns, "blind", "perps_bot_trading_mode", 1.0, QUICK).await;
