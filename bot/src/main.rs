@@ -85,12 +85,14 @@ fn resolve_config(cli: &Cli) -> Result<BotConfig, ConfigError> {
     BotConfig::resolve(cli.run.profile, &from_file, &from_flags)
 }
 
+/// Missing, unusable or refused credentials (exit code 3), by type, never by message text.
 fn is_credentials_error(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<perps_bot::broker::BrokerError>(),
-            Some(perps_bot::broker::BrokerError::Unauthorized(_) | perps_bot::broker::BrokerError::Forbidden(_))
-        ) || cause.to_string().contains("credentials")
+        cause.is::<perps_bot::coinbase::CredentialsError>()
+            || matches!(
+                cause.downcast_ref::<perps_bot::broker::BrokerError>(),
+                Some(perps_bot::broker::BrokerError::Unauthorized(_) | perps_bot::broker::BrokerError::Forbidden(_))
+            )
     })
 }
 

@@ -10,9 +10,10 @@
 //! * the holder relies on the Lease only until `sent + duration - margin`, where `sent` is when
 //!   it sent the write that succeeded, on its own monotonic clock;
 //! * a candidate takes over only once it has seen one and the same Lease record (same
-//!   `resourceVersion`) for a whole `leaseDurationSeconds` on *its* monotonic clock, as
-//!   client-go's leader election does. Every record it sees was written after the holder sent
-//!   it, so the candidate's wait always ends after the holder stopped relying on it.
+//!   `resourceVersion`) for a whole `leaseDurationSeconds` on *its* monotonic clock, timed from
+//!   when the read that first returned the record came back, as client-go's leader election
+//!   does. That record was written before the read returned and after the holder sent its
+//!   write, so the candidate's wait always ends after the holder stopped relying on it.
 //!
 //! `renewTime` and `acquireTime` are written for humans only: a skewed wall clock (on either
 //! side, by any amount) cannot produce two holders. What remains assumed is that monotonic
@@ -287,10 +288,13 @@ impl LeaseHolder {
             }
             Err(error) => return Err(error),
         };
+        // A record is timed from when its read returned (it was written before that), never
+        // from before the read was sent: a slow read must not eat into the holder's margin.
+        let read_returned = Instant::now();
         let action = self.observer.decide(
             current.as_ref(),
             &self.config.holder,
-            sent,
+            read_returned,
             self.config.create_if_missing,
         );
         let write = match action {

@@ -77,6 +77,9 @@ pub enum ModeSource {
     /// halt|reduce-only`): Git never carries it, so no GitOps sync undoes it; removed by
     /// `kubectl tradingbot resume`.
     Brake,
+    /// The bot's TradingAccount (`spec.account`) restricts every bot on it: its switches, its
+    /// latched limit trips, its deletion, or the account being missing or refusing the bot.
+    Account,
 }
 
 impl ModeSource {
@@ -87,6 +90,7 @@ impl ModeSource {
             ModeSource::GuardTrip => "GuardTrip",
             ModeSource::Deleting => "Deleting",
             ModeSource::Brake => "Brake",
+            ModeSource::Account => "Account",
         }
     }
 }

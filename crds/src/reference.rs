@@ -66,6 +66,7 @@ pub fn markdown() -> String {
             "Annotations, labels and the finalizer",
             "annotations-labels-and-the-finalizer",
         ),
+        ("TradingAccount", "tradingaccount"),
     ] {
         out.line(format!("- [{title}](#{anchor})"));
     }
@@ -96,7 +97,33 @@ pub fn markdown() -> String {
     out.text(CONDITIONS);
     out.blank();
     annotations_section(&mut out);
+    account_section(&mut out);
     out.finish()
+}
+
+/// The TradingAccount resource: what it is, its columns and its fields.
+fn account_section(out: &mut Doc) {
+    let crd = serde_json::to_value(crate::account_crd()).expect("a CRD always serialises");
+    let version = &crd["spec"]["versions"][0];
+    let schema = &version["schema"]["openAPIV3Schema"];
+    out.line("## TradingAccount");
+    out.blank();
+    out.text(ACCOUNT_INTRO);
+    out.blank();
+    out.line("| Column | Type | JSONPath | Priority |");
+    out.line("|---|---|---|---|");
+    for column in version["additionalPrinterColumns"].as_array().into_iter().flatten() {
+        out.line(format!(
+            "| {} | {} | `{}` | {} |",
+            cell(column["name"].as_str().unwrap_or_default()),
+            cell(column["type"].as_str().unwrap_or_default()),
+            cell(column["jsonPath"].as_str().unwrap_or_default()),
+            column["priority"].as_i64().unwrap_or(0)
+        ));
+    }
+    out.blank();
+    object_tables(out, "spec", &schema["properties"]["spec"]);
+    object_tables(out, "status", &schema["properties"]["status"]);
 }
 
 #[derive(Default)]
@@ -596,6 +623,19 @@ fn anchor(heading: &str) -> String {
         .filter(|c| c.is_alphanumeric() || *c == '-' || *c == '_')
         .collect()
 }
+
+const ACCOUNT_INTRO: &str = r#"
+`trading.gpttrader.io/v1alpha1`, kind `TradingAccount`, short name `ta`, namespaced, with a
+status subresource (CRD `crds/tradingaccount.crd.yaml`). One exchange account (or portfolio)
+that several TradingBots share: bots name it with `spec.account` (setting
+`spec.exchange.credentialsSecret` or `spec.rollout.canary.credentialsSecret` as well is refused),
+mount the Secret it names from their own namespace, and are never less restricted than the
+account's `status.mode`. A bot whose account is missing, or whose namespace the account does not
+list in `allowedNamespaces`, is Halted and Degraded. The limits have the same two levels,
+latching, acknowledgement (annotation `trading.gpttrader.io/ack-trip` on the TradingAccount)
+and `resume` rules as a bot's guards, evaluated on the sum over the account's bots. Deleting an
+account halts its bots first; its finalizer goes once no TradingBot names it.
+"#;
 
 const INTRO: &str = r#"
 A `TradingBot` declares one Coinbase trading bot (`perps-bot`) that the TradingBot operator runs

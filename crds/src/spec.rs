@@ -87,6 +87,12 @@ pub struct TradingBotSpec {
     #[serde(default)]
     pub exchange: ExchangeSpec,
 
+    /// The TradingAccount this bot trades on: its credentials come from the account (do not
+    /// also set `exchange.credentialsSecret`), and the bot is never less restricted than the
+    /// account (its switches and its limits over all of its bots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<crate::account::AccountRef>,
+
     #[serde(default)]
     pub guards: Guards,
 
@@ -477,6 +483,7 @@ impl TradingBotSpec {
             halted: false,
             paused: false,
             exchange: ExchangeSpec::default(),
+            account: None,
             guards: Guards::default(),
             rollout: RolloutSpec::default(),
             metrics: MetricsSpec::default(),

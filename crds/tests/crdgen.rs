@@ -29,3 +29,22 @@ fn crd_uses_only_what_a_1_20_api_server_accepts() {
     assert!(!yaml.contains("x-kubernetes-validations"));
     assert!(yaml.contains("subresources:") && yaml.contains("status: {}"));
 }
+
+#[test]
+fn committed_account_crd_and_the_charts_copy_are_up_to_date() {
+    for path in [
+        tradingbot_crds::ACCOUNT_CRD_YAML_PATH,
+        "charts/tradingbot-operator/files/tradingaccount.crd.yaml",
+    ] {
+        let file = test_harness::root().join(path);
+        let text = std::fs::read_to_string(&file).expect("the TradingAccount CRD is committed");
+        assert!(
+            text == tradingbot_crds::account_crd_yaml(),
+            "{} is stale: run `make crds` and commit the result",
+            file.display()
+        );
+    }
+    let yaml = tradingbot_crds::account_crd_yaml();
+    assert!(!yaml.contains("x-kubernetes-validations"));
+    assert!(yaml.contains("subresources:") && yaml.contains("status: {}"));
+}

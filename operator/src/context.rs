@@ -1,8 +1,10 @@
 //! What every reconciliation shares: the client, settings, caches of children, the scraper,
 //! the event publisher, metrics and the little in-memory state guards need between scrapes.
 
+use crate::account::decide::AccountMemory;
 use crate::cli::Settings;
 use crate::events::EventPublisher;
+use crate::fleet::Fleet;
 use crate::metrics::OperatorMetrics;
 use crate::reconcile::restarts::RestartBudget;
 use crate::scrape::Scraper;
@@ -41,6 +43,11 @@ pub struct BotMemory {
     pub leases_verified: std::collections::HashMap<String, std::time::Instant>,
     /// Reconciles in a row that could not write every child (for backoff).
     pub failed_passes: u32,
+    /// While children keep failing, they are not tried again before this (a scrape-triggered
+    /// reconcile in between still enforces guards), unless the spec changes.
+    pub retry_children_at: Option<std::time::Instant>,
+    pub children_tried_for: Option<i64>,
+    pub last_problems: Vec<crate::reconcile::apply::ChildProblem>,
     /// Reconciles in a row that failed (for the error policy's backoff).
     pub errors: u32,
 }
@@ -60,6 +67,10 @@ pub struct Context {
     pub memory: Mutex<HashMap<String, BotMemory>>,
     /// Operator-side pod restarts in flight across the fleet (shared by every controller).
     pub restarts: Arc<RestartBudget>,
+    /// Every scope's caches and queues (TradingAccounts and their bots may be in different ones).
+    pub fleet: Arc<Fleet>,
+    /// Per-account memory keyed by uid.
+    pub account_memory: Mutex<HashMap<String, AccountMemory>>,
 }
 
 impl Context {
@@ -87,6 +98,19 @@ impl Context {
     pub fn keep_memory(&self, uid: &str, bot: BotMemory) {
         let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
         memory.insert(uid.to_string(), bot);
+    }
+
+    /// Run `f` with an account's memory (keyed by uid).
+    pub fn with_account_memory<T>(&self, uid: &str, f: impl FnOnce(&mut AccountMemory) -> T) -> T {
+        let mut memory = self.account_memory.lock().unwrap_or_else(|p| p.into_inner());
+        f(memory.entry(uid.to_string()).or_default())
+    }
+
+    pub fn forget_account(&self, uid: &str) {
+        self.account_memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(uid);
     }
 
     pub fn forget(&self, uid: &str) {

@@ -5,9 +5,9 @@
 use crate::cli::Settings;
 use crate::context::{Context, Stores};
 use crate::events::EventPublisher;
+use crate::fleet::{Fleet, Scope};
 use crate::metrics::OperatorMetrics;
 use crate::reconcile::{error_policy, reconcile};
-use crate::scrape::Scraper;
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
@@ -26,6 +26,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_stream_shim::UnboundedReceiverStream;
 use tradingbot_crds::TradingBot;
+use tradingbot_crds::account::TradingAccount;
 use tradingbot_crds::names::{LABEL_MANAGED_BY, MANAGED_BY};
 
 /// `tokio_stream::wrappers::UnboundedReceiverStream` without the extra crate.
@@ -45,8 +46,18 @@ mod tokio_stream_shim {
     }
 }
 
+/// Every watch lists from the API server's watch cache (`resourceVersion=0`) rather than with a
+/// quorum read: its resourceVersion is then one the watch cache has, so the watch that follows
+/// never asks for a version the cache has not reached. A quorum read returns etcd's newest
+/// revision; on Kubernetes 1.20 a watch from that revision on a resource type without recent
+/// events waits and fails with "Too large resource version" until some event of that type
+/// arrives, and the watcher backs off further each time (up to 30 s between attempts).
+fn watch_config() -> watcher::Config {
+    watcher::Config::default().any_semantic()
+}
+
 fn managed() -> watcher::Config {
-    watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"))
+    watch_config().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"))
 }
 
 fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -147,105 +158,84 @@ fn without_managed_fields<K: Resource>(object: &mut K) {
     crate::reconcile::actors::trim_managed_fields(object.meta_mut());
 }
 
-/// What one controller runs with.
+/// What one scope's controllers run with.
 pub struct ControllerOptions {
     /// The namespace to manage (None = all).
     pub namespace: Option<String>,
     pub settings: Settings,
-    pub scrape_timeout: Duration,
     pub concurrency: u16,
     /// This replica's name (Events' reporting instance).
     pub instance: String,
     /// The fleet's restart budget (one for every controller of this process).
     pub restarts: Arc<crate::reconcile::restarts::RestartBudget>,
+    /// What every scope of this process shares (the scraper among it).
+    pub fleet: Arc<Fleet>,
+    /// The TradingAccount API is installed (checked at start).
+    pub accounts: bool,
 }
 
-/// Run the controller until `shutdown` fires; `synced` turns true once every cache is filled.
-pub async fn run(
-    client: Client,
-    options: ControllerOptions,
-    metrics: Arc<OperatorMetrics>,
-    mut shutdown: watch::Receiver<bool>,
-    synced: Arc<AtomicBool>,
-) {
-    let ControllerOptions {
-        namespace,
-        settings,
-        scrape_timeout,
-        concurrency,
-        instance,
-        restarts,
-    } = options;
-    let ns = namespace.as_deref();
-    let (pods, pod_events) = reflect(scoped::<Pod>(&client, ns));
-    let (config_maps, cm_events) = reflect(scoped::<PartialObjectMeta<ConfigMap>>(&client, ns));
-    let (services, svc_events) = reflect(scoped::<PartialObjectMeta<Service>>(&client, ns));
-    let (service_accounts, sa_events) = reflect(scoped::<PartialObjectMeta<ServiceAccount>>(&client, ns));
-    let (roles, role_events) = reflect(scoped::<PartialObjectMeta<Role>>(&client, ns));
-    let (role_bindings, rb_events) = reflect(scoped::<PartialObjectMeta<RoleBinding>>(&client, ns));
+/// The child caches of one scope and the streams feeding them.
+fn child_caches(client: &Client, ns: Option<&str>) -> (Stores, Vec<ChildEvents>) {
+    let (pods, pod_events) = reflect(scoped::<Pod>(client, ns));
+    let (config_maps, cm_events) = reflect(scoped::<PartialObjectMeta<ConfigMap>>(client, ns));
+    let (services, svc_events) = reflect(scoped::<PartialObjectMeta<Service>>(client, ns));
+    let (service_accounts, sa_events) = reflect(scoped::<PartialObjectMeta<ServiceAccount>>(client, ns));
+    let (roles, role_events) = reflect(scoped::<PartialObjectMeta<Role>>(client, ns));
+    let (role_bindings, rb_events) = reflect(scoped::<PartialObjectMeta<RoleBinding>>(client, ns));
     let stores = Stores {
-        pods: pods.clone(),
-        config_maps: config_maps.clone(),
-        services: services.clone(),
-        service_accounts: service_accounts.clone(),
-        roles: roles.clone(),
-        role_bindings: role_bindings.clone(),
+        pods,
+        config_maps,
+        services,
+        service_accounts,
+        roles,
+        role_bindings,
     };
-    let (scraper, scrape_triggers) = Scraper::new(scrape_timeout, metrics.clone());
-    let monitor_api = Arc::new(AtomicBool::new(false));
-    let (monitor_tx, monitor_rx) = mpsc::unbounded_channel();
-    tokio::spawn(watch_service_monitor_api(
-        client.clone(),
-        monitor_api.clone(),
-        monitor_tx,
-        shutdown.clone(),
-    ));
-    let context = Arc::new(Context {
-        client: client.clone(),
-        settings,
-        events: EventPublisher::new(client.clone(), instance),
-        metrics,
-        scraper,
-        stores,
-        service_monitor_api: monitor_api,
-        synced: synced.clone(),
-        memory: Default::default(),
-        restarts,
-    });
-    let bots = scoped::<TradingBot>(&client, ns);
-    let (bot_store, bot_writer) = reflector::store();
-    let bot_stream = reflector::reflector(
-        bot_writer,
-        watcher(bots, watcher::Config::default()).modify(without_managed_fields),
-    )
-    .inspect_err(log_watch_error::<TradingBot>)
-    .default_backoff()
-    .applied_objects();
-    let controller = Controller::for_stream(bot_stream, bot_store)
-        .owns_stream(pod_events)
-        .owns_stream(cm_events)
-        .owns_stream(svc_events)
-        .owns_stream(sa_events)
-        .owns_stream(role_events)
-        .owns_stream(rb_events)
-        .reconcile_on(UnboundedReceiverStream(scrape_triggers))
-        .reconcile_all_on(UnboundedReceiverStream(monitor_rx))
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-        .graceful_shutdown_on(async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        });
-    let bot_store = controller.store();
-    let caches: Vec<(&'static str, BoxFuture<'static, ()>)> = vec![
-        ("tradingbots", ready(bot_store)),
-        ("pods", ready(pods)),
-        ("configmaps", ready(config_maps)),
-        ("services", ready(services)),
-        ("serviceaccounts", ready(service_accounts)),
-        ("roles", ready(roles)),
-        ("rolebindings", ready(role_bindings)),
+    let events = vec![
+        ChildEvents::Pods(pod_events.boxed()),
+        ChildEvents::ConfigMaps(cm_events.boxed()),
+        ChildEvents::Services(svc_events.boxed()),
+        ChildEvents::ServiceAccounts(sa_events.boxed()),
+        ChildEvents::Roles(role_events.boxed()),
+        ChildEvents::RoleBindings(rb_events.boxed()),
     ];
-    let scope = ns.unwrap_or("(all)").to_string();
-    tracing::info!(namespace = %scope, "controller started");
+    (stores, events)
+}
+
+type Events<K> = futures::stream::BoxStream<'static, Result<K, watcher::Error>>;
+
+/// The change streams of the children (they trigger their owner's reconcile).
+enum ChildEvents {
+    Pods(Events<Pod>),
+    ConfigMaps(Events<PartialObjectMeta<ConfigMap>>),
+    Services(Events<PartialObjectMeta<Service>>),
+    ServiceAccounts(Events<PartialObjectMeta<ServiceAccount>>),
+    Roles(Events<PartialObjectMeta<Role>>),
+    RoleBindings(Events<PartialObjectMeta<RoleBinding>>),
+}
+
+/// The caches whose initial list must be complete before anything is reconciled.
+fn readiness(
+    stores: &Stores,
+    bots: Store<TradingBot>,
+    accounts: Option<Store<TradingAccount>>,
+) -> Vec<(&'static str, BoxFuture<'static, ()>)> {
+    let mut caches: Vec<(&'static str, BoxFuture<'static, ()>)> = vec![
+        ("tradingbots", ready(bots)),
+        ("pods", ready(stores.pods.clone())),
+        ("configmaps", ready(stores.config_maps.clone())),
+        ("services", ready(stores.services.clone())),
+        ("serviceaccounts", ready(stores.service_accounts.clone())),
+        ("roles", ready(stores.roles.clone())),
+        ("rolebindings", ready(stores.role_bindings.clone())),
+    ];
+    if let Some(accounts) = accounts {
+        caches.push(("tradingaccounts", ready(accounts)));
+    }
+    caches
+}
+
+/// Mark the scope synced once its caches are, or exit after the bound.
+fn gate_on_caches(caches: Vec<(&'static str, BoxFuture<'static, ()>)>, synced: Arc<AtomicBool>, scope: String) {
     tokio::spawn(async move {
         let started = std::time::Instant::now();
         match wait_for_caches(caches, CACHE_LATE_AFTER, CACHE_SYNC_TIMEOUT).await {
@@ -267,15 +257,131 @@ pub async fn run(
             }
         }
     });
-    controller
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "reconcile request failed");
-            }
-        })
-        .await;
+}
+
+/// A reflector of `K` (all of them in the scope), its store and its stream of changes.
+fn reflect_all<K>(api: Api<K>) -> (Store<K>, Events<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, watch_config()).modify(without_managed_fields))
+        .inspect_err(log_watch_error::<K>)
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    (store, stream)
+}
+
+async fn log_results<T: Debug, E: std::fmt::Display>(result: Result<T, E>) {
+    if let Err(error) = result {
+        tracing::debug!(%error, "reconcile request failed");
+    }
+}
+
+/// Run one scope's controllers (TradingBots and TradingAccounts) until `shutdown` fires;
+/// `synced` turns true once every cache is filled.
+pub async fn run(
+    client: Client,
+    options: ControllerOptions,
+    metrics: Arc<OperatorMetrics>,
+    shutdown: watch::Receiver<bool>,
+    synced: Arc<AtomicBool>,
+) {
+    let ControllerOptions {
+        namespace,
+        settings,
+        concurrency,
+        instance,
+        restarts,
+        fleet,
+        accounts,
+    } = options;
+    let ns = namespace.as_deref();
+    let (stores, child_events) = child_caches(&client, ns);
+    let (bot_store, bot_stream) = reflect_all(scoped::<TradingBot>(&client, ns));
+    let (account_store, account_stream) = match accounts {
+        true => {
+            let (store, stream) = reflect_all(scoped::<TradingAccount>(&client, ns));
+            (Some(store), Some(stream))
+        }
+        false => (None, None),
+    };
+    let (bot_tx, bot_rx) = mpsc::unbounded_channel();
+    let (account_tx, account_rx) = mpsc::unbounded_channel();
+    fleet.register(Scope {
+        namespace: namespace.clone(),
+        bots: bot_store.clone(),
+        accounts: account_store.clone(),
+        bot_triggers: bot_tx,
+        account_triggers: account_tx,
+    });
+    let monitor_api = Arc::new(AtomicBool::new(false));
+    let (monitor_tx, monitor_rx) = mpsc::unbounded_channel();
+    tokio::spawn(watch_service_monitor_api(
+        client.clone(),
+        monitor_api.clone(),
+        monitor_tx,
+        shutdown.clone(),
+    ));
+    let scope = ns.unwrap_or("(all)").to_string();
+    gate_on_caches(
+        readiness(&stores, bot_store.clone(), account_store.clone()),
+        synced.clone(),
+        scope.clone(),
+    );
+    let context = Arc::new(Context {
+        client: client.clone(),
+        settings,
+        events: EventPublisher::new(client.clone(), instance),
+        metrics,
+        scraper: fleet.scraper.clone(),
+        stores,
+        service_monitor_api: monitor_api,
+        synced,
+        memory: Default::default(),
+        restarts,
+        fleet,
+        account_memory: Default::default(),
+    });
+    tracing::info!(namespace = %scope, accounts, "controller started");
+    let config = kube::runtime::controller::Config::default().concurrency(concurrency);
+    let mut bot_controller = Controller::for_stream(bot_stream, bot_store)
+        .reconcile_on(UnboundedReceiverStream(bot_rx))
+        .reconcile_all_on(UnboundedReceiverStream(monitor_rx))
+        .with_config(config.clone());
+    for events in child_events {
+        bot_controller = match events {
+            ChildEvents::Pods(s) => bot_controller.owns_stream(s),
+            ChildEvents::ConfigMaps(s) => bot_controller.owns_stream(s),
+            ChildEvents::Services(s) => bot_controller.owns_stream(s),
+            ChildEvents::ServiceAccounts(s) => bot_controller.owns_stream(s),
+            ChildEvents::Roles(s) => bot_controller.owns_stream(s),
+            ChildEvents::RoleBindings(s) => bot_controller.owns_stream(s),
+        };
+    }
+    let bots = bot_controller
+        .graceful_shutdown_on(stopped(shutdown.clone()))
+        .run(reconcile, error_policy, context.clone())
+        .for_each(log_results);
+    let accounts = async move {
+        let (Some(store), Some(stream)) = (account_store, account_stream) else {
+            return;
+        };
+        Controller::for_stream(stream, store)
+            .reconcile_on(UnboundedReceiverStream(account_rx))
+            .with_config(config)
+            .graceful_shutdown_on(stopped(shutdown))
+            .run(crate::account::reconcile, crate::account::error_policy, context)
+            .for_each(log_results)
+            .await;
+    };
+    futures::future::join(bots, accounts).await;
     tracing::info!("controller stopped");
+}
+
+async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
 }
 
 /// Watch for the ServiceMonitor API appearing or disappearing (checked every 30 s); when it

@@ -8,7 +8,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use kube::{Client, Resource};
-use tradingbot_crds::TradingBot;
 
 pub const REPORTING_CONTROLLER: &str = "trading.gpttrader.io/tradingbot-operator";
 
@@ -23,17 +22,19 @@ impl EventPublisher {
         Self { client, instance }
     }
 
-    /// Publish `notice` about `bot` and log it. Failures are logged, never fatal.
-    pub async fn publish(&self, bot: &TradingBot, notice: &Notice) {
-        let name = bot.metadata.name.clone().unwrap_or_default();
-        let namespace = bot.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    /// Publish `notice` about `object` (a TradingBot or a TradingAccount) and log it. Failures
+    /// are logged, never fatal.
+    pub async fn publish<K: Resource<DynamicType = ()>>(&self, object: &K, notice: &Notice) {
+        let name = object.meta().name.clone().unwrap_or_default();
+        let namespace = object.meta().namespace.clone().unwrap_or_else(|| "default".into());
+        let kind = K::kind(&());
         if notice.warning {
-            tracing::warn!(tradingbot = %name, namespace = %namespace, reason = notice.reason.as_str(), "{}", notice.note);
+            tracing::warn!(%kind, tradingbot = %name, namespace = %namespace, reason = notice.reason.as_str(), "{}", notice.note);
         } else {
-            tracing::info!(tradingbot = %name, namespace = %namespace, reason = notice.reason.as_str(), "{}", notice.note);
+            tracing::info!(%kind, tradingbot = %name, namespace = %namespace, reason = notice.reason.as_str(), "{}", notice.note);
         }
         let now = Timestamp::now();
-        let regarding: ObjectReference = bot.object_ref(&());
+        let regarding: ObjectReference = object.object_ref(&());
         let suffix: u32 = rand::random();
         let event = Event {
             metadata: ObjectMeta {

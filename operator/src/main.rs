@@ -64,6 +64,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         served,
         "the TradingBot CRD is not installed (kubectl apply -f crds/tradingbot.crd.yaml)"
     );
+    let accounts = client
+        .list_api_group_resources("trading.gpttrader.io/v1alpha1")
+        .await
+        .is_ok_and(|list| list.resources.iter().any(|r| r.name == "tradingaccounts"));
+    if !accounts {
+        tracing::warn!(
+            "the TradingAccount CRD is not installed (kubectl apply -f crds/tradingaccount.crd.yaml): bots naming an account are halted until it is"
+        );
+    }
 
     let (stop_tx, stop) = watch::channel(false);
     spawn_signal_handler(stop_tx.clone());
@@ -133,15 +142,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         settings.max_concurrent_restarts,
         settings.restart_ready_timeout,
     ));
+    let (scraper, scrapes) =
+        tradingbot_operator::scrape::Scraper::new(Duration::from_secs(args.scrape_timeout_seconds), metrics.clone());
+    let fleet = tradingbot_operator::fleet::Fleet::new(scraper, scrapes);
     let mut controllers = Vec::new();
     for (namespace, synced) in namespaces.into_iter().zip(synced) {
         let options = controller::ControllerOptions {
             namespace,
             settings: settings.clone(),
-            scrape_timeout: Duration::from_secs(args.scrape_timeout_seconds),
             concurrency: args.concurrency,
             instance: identity.clone(),
             restarts: restarts.clone(),
+            fleet: fleet.clone(),
+            accounts,
         };
         controllers.push(tokio::spawn(controller::run(
             client.clone(),

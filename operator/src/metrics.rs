@@ -1,11 +1,14 @@
 //! The operator's own Prometheus metrics.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
+use rust_decimal::prelude::ToPrimitive;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use tradingbot_crds::TradingMode;
+use tradingbot_crds::account::{AccountLimit, AccountLimits, TradingAccountStatus};
 use tradingbot_crds::status::{Phase, RolloutPhase};
 
 /// Each bot's (namespace, name) and its (mode, phase, rollout phase).
@@ -27,6 +30,11 @@ pub struct OperatorMetrics {
     pub writes: IntCounterVec,
     pub api_requests: IntCounterVec,
     pub leader: IntGauge,
+    pub account_mode: IntGaugeVec,
+    pub account_total: GaugeVec,
+    pub account_limit: GaugeVec,
+    pub account_trips: IntCounterVec,
+    pub child_write_failures: IntCounterVec,
     index: Mutex<BotIndex>,
 }
 
@@ -133,6 +141,41 @@ impl OperatorMetrics {
                 "tradingbot_operator_leader",
                 "1 while this replica is the leader (or runs without election)."
             )),
+            account_mode: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "tradingbot_operator_account_mode",
+                    "Each TradingAccount's mode: 0 Normal, 1 ReduceOnly, 2 Halted (every bot on it is at least this)."
+                ),
+                &["namespace", "account"]
+            )),
+            account_total: reg!(GaugeVec::new(
+                Opts::new(
+                    "tradingbot_operator_account_value",
+                    "Each TradingAccount's total over its bots, by limit (dailyLoss and grossExposure in quote currency, openOrders, bots)."
+                ),
+                &["namespace", "account", "limit"]
+            )),
+            account_limit: reg!(GaugeVec::new(
+                Opts::new(
+                    "tradingbot_operator_account_limit",
+                    "Each TradingAccount's configured limit levels, by limit and level (ReduceOnly, Halted)."
+                ),
+                &["namespace", "account", "limit", "level"]
+            )),
+            account_trips: reg!(IntCounterVec::new(
+                Opts::new(
+                    "tradingbot_operator_account_trips_total",
+                    "TradingAccount limit trips latched by the operator, by limit and level."
+                ),
+                &["limit", "level"]
+            )),
+            child_write_failures: reg!(IntCounterVec::new(
+                Opts::new(
+                    "tradingbot_operator_child_write_failures_total",
+                    "Child objects the operator could not write (refused by the API server, timed out, or owned by another object), by kind; counted per attempt."
+                ),
+                &["kind"]
+            )),
             index: Mutex::new(HashMap::new()),
             registry,
         }
@@ -162,6 +205,60 @@ impl OperatorMetrics {
                 self.rollout_phase
                     .with_label_values(&[ns, name, rollout.as_str()])
                     .set(1);
+            }
+        }
+    }
+
+    /// Record an account's mode, totals and limits (None = the account is gone).
+    pub fn record_account(
+        &self,
+        namespace: &str,
+        account: &str,
+        state: Option<(&TradingAccountStatus, &AccountLimits)>,
+    ) {
+        for limit in AccountLimit::ALL {
+            let _ = self
+                .account_total
+                .remove_label_values(&[namespace, account, limit.as_str()]);
+            for level in [TradingMode::ReduceOnly, TradingMode::Halted] {
+                let _ = self
+                    .account_limit
+                    .remove_label_values(&[namespace, account, limit.as_str(), level.as_str()]);
+            }
+        }
+        let Some((status, limits)) = state else {
+            let _ = self.account_mode.remove_label_values(&[namespace, account]);
+            return;
+        };
+        self.account_mode
+            .with_label_values(&[namespace, account])
+            .set(status.mode.unwrap_or_default().gauge_value());
+        let Some(aggregate) = &status.aggregate else { return };
+        let number = |text: &str| {
+            text.parse::<rust_decimal::Decimal>()
+                .ok()
+                .and_then(|d| d.to_f64())
+                .unwrap_or(0.0)
+        };
+        for (limit, value) in [
+            (AccountLimit::DailyLoss, number(&aggregate.daily_loss)),
+            (AccountLimit::GrossExposure, number(&aggregate.gross_exposure)),
+            (AccountLimit::OpenOrders, aggregate.open_orders as f64),
+            (AccountLimit::Bots, f64::from(aggregate.bots)),
+        ] {
+            self.account_total
+                .with_label_values(&[namespace, account, limit.as_str()])
+                .set(value);
+            let levels = limits.levels(limit);
+            for (level, at) in [
+                (TradingMode::ReduceOnly, levels.reduce_only_at),
+                (TradingMode::Halted, levels.halt_at),
+            ] {
+                if let Some(at) = at.and_then(|d| d.to_f64()) {
+                    self.account_limit
+                        .with_label_values(&[namespace, account, limit.as_str(), level.as_str()])
+                        .set(at);
+                }
             }
         }
     }

@@ -73,3 +73,38 @@ async fn every_example_runs_and_serves_metrics_through_its_service() {
     let table = ns.kubectl(&["get", "tb"]);
     assert_eq!(table.lines().filter(|l| l.contains("Running")).count(), 5, "{table}");
 }
+
+#[tokio::test]
+async fn the_shared_account_example_runs_both_bots_on_its_credentials() {
+    let exchange = PodExchange::start().await;
+    let ns = namespace_with_operator("op-account-example", exchange.operator_values()).await;
+    let key = exchange.key(&[("USD", Decimal::from(100_000))], false);
+    exchange.secret(&ns, "coinbase-shared", &key);
+    let example = test_harness::root().join("docs/examples/accounts/shared-account.yaml");
+    ns.kubectl(&["apply", "-f", example.to_str().unwrap()]);
+    for bot in ["shared-btc", "shared-eth"] {
+        wait_running(&ns, bot).await;
+        let secret = pod_field(
+            &ns,
+            bot,
+            "{.spec.volumes[?(@.name==\"credentials\")].secret.secretName}",
+        );
+        assert_eq!(secret, "coinbase-shared", "{bot} trades with the account's key");
+    }
+    let table = eventually(Duration::from_secs(60), "the account counting both bots", || {
+        let table = ns.kubectl(&["get", "ta"]);
+        async move {
+            table
+                .lines()
+                .any(|l| l.split_whitespace().take(3).collect::<Vec<_>>() == ["shared", "Normal", "2"])
+                .then_some(table)
+        }
+    })
+    .await;
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "MODE", "BOTS", "DAILY", "LOSS", "EXPOSURE", "TRIPS", "AGE"],
+        "{table}"
+    );
+}

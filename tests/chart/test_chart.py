@@ -214,6 +214,8 @@ def grants(group, resources, verbs):
 OPERATOR_RULES = (
     grants("trading.gpttrader.io", ["tradingbots"], ["get", "list", "watch", "patch"])
     | grants("trading.gpttrader.io", ["tradingbots/status"], ["get", "patch"])
+    | grants("trading.gpttrader.io", ["tradingaccounts"], ["get", "list", "watch", "patch"])
+    | grants("trading.gpttrader.io", ["tradingaccounts/status"], ["get", "patch"])
     | grants("", ["pods"], ["get", "list", "watch", "create", "delete"])
     | grants("", ["configmaps", "services", "serviceaccounts"], ["get", "list", "watch", "create", "patch", "delete"])
     | grants("rbac.authorization.k8s.io", ["roles", "rolebindings"], ["get", "list", "watch", "create", "patch", "delete"])
@@ -231,7 +233,7 @@ class Defaults(unittest.TestCase):
     def test_kinds(self):
         kinds = sorted(o["kind"] for o in objects(self.docs))
         self.assertEqual(kinds, sorted(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service",
-                                        "Deployment", "CustomResourceDefinition"]))
+                                        "Deployment", "CustomResourceDefinition", "CustomResourceDefinition"]))
 
     def test_single_replica_without_leader_election(self):
         deployment = one(self.docs, "Deployment")
@@ -337,20 +339,27 @@ class NamespacedMode(unittest.TestCase):
         self.assertEqual(env_of(one(self.docs, "Deployment"))["WATCH_NAMESPACES"], "a,b")
 
 
+CRD_FILES = {"tradingbots.trading.gpttrader.io": "tradingbot.crd.yaml",
+             "tradingaccounts.trading.gpttrader.io": "tradingaccount.crd.yaml"}
+
+
 class Crd(unittest.TestCase):
-    def test_chart_copy_is_the_committed_crd(self):
-        self.assertEqual(read(os.path.join(CHART, "files", "tradingbot.crd.yaml")), read(CRD_FILE),
-                         "charts/tradingbot-operator/files/tradingbot.crd.yaml differs from crds/: run `make crds`")
+    def test_chart_copies_are_the_committed_crds(self):
+        for file in CRD_FILES.values():
+            self.assertEqual(read(os.path.join(CHART, "files", file)), read(os.path.join(ROOT, "crds", file)),
+                             f"charts/tradingbot-operator/files/{file} differs from crds/: run `make crds`")
 
     def test_keep_policy_and_same_content(self):
-        crd = one(render()[0], "CustomResourceDefinition")
-        self.assertEqual(crd["metadata"]["annotations"], {"helm.sh/resource-policy": "keep"})
-        self.assertEqual(crd["metadata"]["labels"]["app.kubernetes.io/managed-by"], "Helm")
-        committed = helm_python.values_from_yaml(read(CRD_FILE))
-        stripped = json.loads(json.dumps(crd))
-        stripped["metadata"].pop("annotations")
-        stripped["metadata"].pop("labels")
-        self.assertEqual(stripped, committed)
+        crds = objects(render()[0], "CustomResourceDefinition")
+        self.assertEqual(sorted(c["metadata"]["name"] for c in crds), sorted(CRD_FILES))
+        for crd in crds:
+            self.assertEqual(crd["metadata"]["annotations"], {"helm.sh/resource-policy": "keep"})
+            self.assertEqual(crd["metadata"]["labels"]["app.kubernetes.io/managed-by"], "Helm")
+            committed = helm_python.values_from_yaml(read(os.path.join(ROOT, "crds", CRD_FILES[crd["metadata"]["name"]])))
+            stripped = json.loads(json.dumps(crd))
+            stripped["metadata"].pop("annotations")
+            stripped["metadata"].pop("labels")
+            self.assertEqual(stripped, committed)
 
     def test_not_templated_when_disabled(self):
         self.assertEqual(objects(render({"crds": {"install": False}})[0], "CustomResourceDefinition"), [])
@@ -369,7 +378,7 @@ class AllFeatures(unittest.TestCase):
         for obj in objects(self.docs):
             kinds[obj["kind"]] = kinds.get(obj["kind"], 0) + 1
         self.assertEqual(kinds, {"ServiceAccount": 1, "Role": 3, "RoleBinding": 3, "Service": 1, "Deployment": 1,
-                                 "CustomResourceDefinition": 1, "PrometheusRule": 1, "ServiceMonitor": 2,
+                                 "CustomResourceDefinition": 2, "PrometheusRule": 1, "ServiceMonitor": 2,
                                  "NetworkPolicy": 2, "ConfigMap": 1})
 
     def test_two_replicas_elect_a_leader(self):
@@ -732,6 +741,10 @@ EXPECTED_ALERTS = {
     "RolloutAborted": {"<fleet>"},
     "OperatorReconcileErrors": {"reason=api_409"},
     "BotScrapeFailures": {"ns-a/down"},
+    "AccountHalted": {"account:ns-a/stopped"},
+    "AccountReduceOnly": {"account:ns-a/reduced"},
+    "AccountNearLimit": {"account:ns-a/near"},
+    "ChildWriteFailures": {"kind=ConfigMap"},
 }
 
 
@@ -789,6 +802,23 @@ def operator_page(n):
         f'tradingbot_operator_scrape_failures_total{{namespace="ns-a",tradingbot="down"}} {2 * n}',
         "# TYPE tradingbot_operator_reconciliations_total counter",
         f'tradingbot_operator_reconciliations_total{{result="ok"}} {10 * n}',
+        "# TYPE tradingbot_operator_child_write_failures_total counter",
+        f'tradingbot_operator_child_write_failures_total{{kind="ConfigMap"}} {3 * n}',
+        'tradingbot_operator_child_write_failures_total{kind="Pod"} 7',
+        "# TYPE tradingbot_operator_account_mode gauge",
+        'tradingbot_operator_account_mode{namespace="ns-a",account="stopped"} 2',
+        'tradingbot_operator_account_mode{namespace="ns-a",account="reduced"} 1',
+        'tradingbot_operator_account_mode{namespace="ns-a",account="near"} 0',
+        'tradingbot_operator_account_mode{namespace="ns-a",account="fine"} 0',
+        "# TYPE tradingbot_operator_account_value gauge",
+        'tradingbot_operator_account_value{namespace="ns-a",account="near",limit="dailyLoss"} 90',
+        'tradingbot_operator_account_value{namespace="ns-a",account="fine",limit="dailyLoss"} 10',
+        'tradingbot_operator_account_value{namespace="ns-a",account="reduced",limit="dailyLoss"} 150',
+        "# TYPE tradingbot_operator_account_limit gauge",
+        'tradingbot_operator_account_limit{namespace="ns-a",account="near",limit="dailyLoss",level="ReduceOnly"} 100',
+        'tradingbot_operator_account_limit{namespace="ns-a",account="fine",limit="dailyLoss",level="ReduceOnly"} 100',
+        'tradingbot_operator_account_limit{namespace="ns-a",account="reduced",limit="dailyLoss",level="ReduceOnly"} 100',
+        'tradingbot_operator_account_limit{namespace="ns-a",account="near",limit="dailyLoss",level="Halted"} 200',
     ]
     if n >= 2:  # created on the first trip, as the operator does
         lines += ["# TYPE tradingbot_operator_guard_trips_total counter",
@@ -833,6 +863,10 @@ def free_port():
 
 
 def identity(labels):
+    if "kind" in labels:
+        return f"kind={labels['kind']}"
+    if "account" in labels:
+        return f"account:{labels['namespace']}/{labels['account']}"
     if "pod" in labels:
         return labels["pod"]
     if "tradingbot" in labels:

@@ -59,6 +59,9 @@ pub enum CredentialsError {
     Unreadable(String),
     #[error("Coinbase credentials invalid: {0}")]
     Invalid(String),
+    /// None configured where they are needed.
+    #[error("no Coinbase credentials: {0}")]
+    Missing(String),
 }
 
 impl Credentials {

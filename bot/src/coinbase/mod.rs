@@ -138,10 +138,12 @@ pub async fn connect_for_trading(
 pub async fn connect(options: ConnectOptions, config: &BotConfig) -> anyhow::Result<(BotConfig, CoinbaseBroker)> {
     let credentials = options.credentials.map(Arc::new);
     if credentials.is_none() && !config.dry_run {
-        anyhow::bail!(
-            "no Coinbase credentials: live trading needs COINBASE_CDP_API_KEY and COINBASE_CDP_PRIVATE_KEY \
+        return Err(CredentialsError::Missing(
+            "live trading needs COINBASE_CDP_API_KEY and COINBASE_CDP_PRIVATE_KEY \
              (or --credentials-dir holding cdp_api_key.json); --dry-run runs on public market data without them"
-        );
+                .into(),
+        )
+        .into());
     }
     let rest = Arc::new(RestClient::new(options.rest, credentials.clone())?);
 
@@ -335,9 +337,9 @@ fn move_limit(map: &mut BTreeMap<Symbol, rust_decimal::Decimal>, from: &Symbol, 
 pub async fn account_snapshot(args: &RunArgs, _config: &BotConfig) -> anyhow::Result<serde_json::Value> {
     let mut options = ConnectOptions::from_args(args, &crate::runner::client_instance(args))?;
     let credentials = options.credentials.take().ok_or_else(|| {
-        anyhow::anyhow!(
-            "the account snapshot needs Coinbase credentials: set COINBASE_CDP_API_KEY and COINBASE_CDP_PRIVATE_KEY \
-             or --credentials-dir"
+        CredentialsError::Missing(
+            "the account snapshot needs them: set COINBASE_CDP_API_KEY and COINBASE_CDP_PRIVATE_KEY or --credentials-dir"
+                .into(),
         )
     })?;
     account_snapshot_with(options.rest, credentials).await

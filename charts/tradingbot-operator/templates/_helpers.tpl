@@ -36,6 +36,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["trading.gpttrader.io"]
   resources: ["tradingbots/status"]
   verbs: ["get", "patch"]
+# Follow TradingAccounts (limits over several bots); add and remove their finalizer.
+- apiGroups: ["trading.gpttrader.io"]
+  resources: ["tradingaccounts"]
+  verbs: ["get", "list", "watch", "patch"]
+# An account's totals, trips and mode.
+- apiGroups: ["trading.gpttrader.io"]
+  resources: ["tradingaccounts/status"]
+  verbs: ["get", "patch"]
 # Bot pods: created, and stopped before a replacement starts (read for their state: readiness,
 # the version they run, and why a bot exited, e.g. credentials it could not use).
 - apiGroups: [""]

@@ -98,16 +98,36 @@ pub struct Applied {
     pub service_monitor: Option<bool>,
 }
 
-/// The API's own words for a refused request (never more: no request bodies, no secrets).
-fn api_message(error: &kube::Error) -> String {
-    match error {
-        kube::Error::Api(e) => format!("{} ({} {})", e.message, e.code, e.reason),
-        other => other.to_string(),
+/// How long one child request may take: a slow API server must not hold up the next
+/// reconcile of this bot (and with it the next guard trip) for long.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A child request that did not succeed.
+#[derive(Debug)]
+enum WriteError {
+    Api(kube::Error),
+    TimedOut,
+}
+
+/// Run one child request within [`WRITE_TIMEOUT`].
+async fn bounded<T>(request: impl std::future::Future<Output = Result<T, kube::Error>>) -> Result<T, WriteError> {
+    match tokio::time::timeout(WRITE_TIMEOUT, request).await {
+        Ok(result) => result.map_err(WriteError::Api),
+        Err(_) => Err(WriteError::TimedOut),
     }
 }
 
-fn is_code(error: &kube::Error, code: u16) -> bool {
-    matches!(error, kube::Error::Api(e) if e.code == code)
+/// The API's own words for a refused request (never more: no request bodies, no secrets).
+fn api_message(error: &WriteError) -> String {
+    match error {
+        WriteError::Api(kube::Error::Api(e)) => format!("{} ({} {})", e.message, e.code, e.reason),
+        WriteError::Api(other) => other.to_string(),
+        WriteError::TimedOut => format!("no answer within {} s", WRITE_TIMEOUT.as_secs()),
+    }
+}
+
+fn is_code(error: &WriteError, code: u16) -> bool {
+    matches!(error, WriteError::Api(kube::Error::Api(e)) if e.code == code)
 }
 
 fn hash_of(meta: &kube::api::ObjectMeta, key: &str) -> Option<String> {
@@ -170,7 +190,7 @@ impl<'a> Writer<'a> {
                     return true;
                 }
                 let params = PatchParams::apply(FIELD_MANAGER).force();
-                match api.patch(&name, &params, &Patch::Apply(desired)).await {
+                match bounded(api.patch(&name, &params, &Patch::Apply(desired))).await {
                     Ok(_) => {
                         self.ctx.metrics.wrote("apply", &K::plural(&()));
                         true
@@ -188,12 +208,12 @@ impl<'a> Writer<'a> {
         K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
     {
         let name = desired.name_any();
-        match api.create(&PostParams::default(), desired).await {
+        match bounded(api.create(&PostParams::default(), desired)).await {
             Ok(_) => {
                 self.ctx.metrics.wrote("create", &K::plural(&()));
                 true
             }
-            Err(error) if is_code(&error, 409) => match api.get_metadata_opt(&name).await {
+            Err(error) if is_code(&error, 409) => match bounded(api.get_metadata_opt(&name)).await {
                 Ok(Some(existing)) => match ownership(&existing.metadata, &self.uid) {
                     // Ours, and the cache has not seen it yet: the next pass compares hashes.
                     Ownership::Ours => true,
@@ -225,7 +245,7 @@ impl<'a> Writer<'a> {
             }),
             ..Default::default()
         };
-        match self.api::<K>().delete(name, &params).await {
+        match bounded(self.api::<K>().delete(name, &params)).await {
             Ok(_) => self.ctx.metrics.wrote("delete", &K::plural(&())),
             Err(error) if is_code(&error, 404) => {}
             Err(error) => {
@@ -246,7 +266,7 @@ impl<'a> Writer<'a> {
             return true;
         }
         let api = self.api::<Lease>();
-        let ok = match api.get_metadata_opt(&name).await {
+        let ok = match bounded(api.get_metadata_opt(&name)).await {
             Ok(None) => self.create(&api, "Lease", desired).await,
             Ok(Some(existing)) => match ownership(&existing.metadata, &self.uid) {
                 Ownership::Ours => true,
@@ -262,14 +282,20 @@ impl<'a> Writer<'a> {
         ok
     }
 
-    /// Apply (or, when switched off, remove) the ServiceMonitor. Some(true) when in place.
-    pub async fn service_monitor(&mut self, desired: Option<&DynamicObject>, name: &str) -> Option<bool> {
-        if !self.ctx.service_monitors_available() {
+    /// Apply (or, when switched off, remove the one it created: `had_one`) the ServiceMonitor.
+    /// Some(true) when in place. A bot that never asked for one costs no request.
+    pub async fn service_monitor(
+        &mut self,
+        desired: Option<&DynamicObject>,
+        name: &str,
+        had_one: bool,
+    ) -> Option<bool> {
+        if !self.ctx.service_monitors_available() || (desired.is_none() && !had_one) {
             return None;
         }
         let resource = super::desired::service_monitor_resource();
         let api: Api<DynamicObject> = Api::namespaced_with(self.ctx.client.clone(), &self.namespace, &resource);
-        let live = match api.get_metadata_opt(name).await {
+        let live = match bounded(api.get_metadata_opt(name)).await {
             Ok(live) => live,
             Err(error) => {
                 self.problem("ServiceMonitor", name, ChildIssue::WriteFailed(api_message(&error)));
@@ -284,14 +310,15 @@ impl<'a> Writer<'a> {
         }
         let result = match (desired, &live) {
             (None, None) => return None,
-            (None, Some(_)) => api.delete(name, &DeleteParams::default()).await.map(|_| "delete"),
+            (None, Some(_)) => bounded(api.delete(name, &DeleteParams::default()))
+                .await
+                .map(|_| "delete"),
             (Some(d), Some(l))
                 if hash_of(&l.metadata, ANNOTATION_DESIRED_HASH) == hash_of(&d.metadata, ANNOTATION_DESIRED_HASH) =>
             {
                 return Some(true);
             }
-            (Some(d), _) => api
-                .patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(d))
+            (Some(d), _) => bounded(api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(d)))
                 .await
                 .map(|_| "apply"),
         };
@@ -318,7 +345,7 @@ impl<'a> Writer<'a> {
             }),
             ..Default::default()
         };
-        match self.api::<Pod>().delete(&name, &params).await {
+        match bounded(self.api::<Pod>().delete(&name, &params)).await {
             Ok(_) => {
                 self.ctx.metrics.wrote("delete", "pods");
                 true
@@ -394,14 +421,14 @@ impl<'a> Writer<'a> {
 
     async fn create_pod(&mut self, desired: &Pod) -> PodStep {
         let name = desired.name_any();
-        match self.api::<Pod>().create(&PostParams::default(), desired).await {
+        match bounded(self.api::<Pod>().create(&PostParams::default(), desired)).await {
             Ok(_) => {
                 self.ctx.metrics.wrote("create", "pods");
                 PodStep::Created
             }
             // Something of that name exists that the cache has not seen (or is not ours).
             Err(error) if is_code(&error, 409) => {
-                let existing = self.api::<Pod>().get_metadata_opt(&name).await;
+                let existing = bounded(self.api::<Pod>().get_metadata_opt(&name)).await;
                 match existing.map(|e| e.map(|e| ownership(&e.metadata, &self.uid))) {
                     Ok(Some(Ownership::Other { owner })) => {
                         self.problem("Pod", &name, ChildIssue::OwnedByOther(owner));
@@ -472,13 +499,20 @@ pub async fn converge(
         & writer.apply(&s.roles.clone(), &desired.role).await
         & writer.apply(&s.role_bindings.clone(), &desired.role_binding).await;
     let monitor_name = tradingbot_crds::names::bot_service_account(&observed.name);
+    let had_monitor = observed.bot.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == super::status::types::SERVICE_MONITOR && c.status == "True")
+    });
     let service_monitor = writer
-        .service_monitor(desired.service_monitor.as_ref(), &monitor_name)
+        .service_monitor(desired.service_monitor.as_ref(), &monitor_name, had_monitor)
         .await;
     let legacy = InstanceNames::legacy_canary(&observed.name);
-    remove_instance(&mut writer, &observed.legacy_canary_pod, &legacy).await;
-    // The canary goes first when it is no longer wanted (a promotion replaces prod after).
+    let legacy_step = remove_instance(&mut writer, &observed.legacy_canary_pod, &legacy).await;
+    // The canary goes first when it is no longer wanted (a promotion replaces prod after); a
+    // canary under the old names is gone before the new one starts (never two at once).
     let canary = match &desired.instances.canary {
+        Some(_) if legacy_step.is_waiting() || observed.legacy_canary_pod.ours().is_some() => PodStep::WaitingForStop,
         Some(wanted) => apply_instance(&mut writer, observed, Instance::Canary, wanted, shared_ok, memory).await,
         None => {
             let names = InstanceNames::new(&observed.name, Instance::Canary);

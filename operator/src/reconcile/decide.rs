@@ -12,6 +12,7 @@ use super::validate::{self, Problem};
 use super::{audit, brake};
 use crate::cli::Settings;
 use crate::context::BotMemory;
+use crate::fleet::AccountLookup;
 use std::time::Duration;
 use tradingbot_crds::names;
 use tradingbot_crds::status::{RolloutStatus, TradingBotStatus};
@@ -94,8 +95,10 @@ pub fn decide(observed: &Observed, settings: &Settings, memory: &mut BotMemory) 
     let bot = &observed.bot;
     let old = bot.status.clone().unwrap_or_default();
     let views = instance_views(observed, memory);
-    let mut trading = decide_trading(observed, &old, &views, memory);
-    let problems = validate::validate(&observed.name, &bot.spec);
+    let account = account_restriction(observed);
+    let mut trading = decide_trading(observed, &old, &views, account.as_ref(), memory);
+    let mut problems = validate::validate(&observed.name, &bot.spec);
+    problems.extend(account_problems(observed));
     let actors = Actors::of(bot);
     let now = format!("{:.0}", observed.now);
     let brake = brake::apply(bot, &old, &actors, &now, &mut trading);
@@ -114,7 +117,12 @@ pub fn decide(observed: &Observed, settings: &Settings, memory: &mut BotMemory) 
     }
     let children = match (&plan, observed.deleting_for) {
         (_, Some(deleting_for)) => ChildrenPlan::Stop(stops(observed, settings, deleting_for)),
-        (Some(plan), None) => ChildrenPlan::Converge(Box::new(desired::children(bot, plan, settings))),
+        (Some(plan), None) => ChildrenPlan::Converge(Box::new(desired::children(
+            bot,
+            plan,
+            settings,
+            account_secret(observed),
+        ))),
         (None, None) => ChildrenPlan::Hold,
     };
     let mut enforcement = enforcement_status(&old, &trading, canary_version.is_some());
@@ -159,6 +167,7 @@ fn decide_trading(
     observed: &Observed,
     old: &TradingBotStatus,
     views: &PerInstance<Option<InstanceView>>,
+    account: Option<&(TradingMode, String)>,
     memory: &mut BotMemory,
 ) -> TradingOutcome {
     let bot = &observed.bot;
@@ -176,6 +185,7 @@ fn decide_trading(
             ack_annotation: ack,
             prod: views.prod.as_ref(),
             canary: views.canary.as_ref(),
+            account,
             now: observed.now,
         },
         &mut memory.streaks,
@@ -183,6 +193,66 @@ fn decide_trading(
     memory.last_ok_prod = observed.scrapes.prod.as_ref().map_or(0, |o| o.ok_count);
     memory.last_ok_canary = observed.scrapes.canary.as_ref().map_or(0, |o| o.ok_count);
     outcome
+}
+
+/// `namespace/name` of the account the bot names.
+fn account_label(observed: &Observed) -> Option<String> {
+    let reference = observed.bot.spec.account.as_ref()?;
+    let (namespace, name) = reference.resolve(&observed.namespace);
+    Some(format!("{namespace}/{name}"))
+}
+
+/// What the bot's account imposes: its own mode (switches, latched limit trips, deletion), or
+/// Halted when the account cannot be found or does not allow this bot (a bot never trades
+/// without its account's limits).
+fn account_restriction(observed: &Observed) -> Option<(TradingMode, String)> {
+    let label = account_label(observed)?;
+    Some(match observed.account.as_ref()? {
+        AccountLookup::Missing => (
+            TradingMode::Halted,
+            format!("TradingAccount {label} not found: halted until it exists"),
+        ),
+        AccountLookup::Found(account) if !account.allows(&observed.namespace) => (
+            TradingMode::Halted,
+            format!(
+                "TradingAccount {label} does not allow bots of namespace {} (allowedNamespaces)",
+                observed.namespace
+            ),
+        ),
+        AccountLookup::Found(account) => {
+            let trips = account.status.as_ref().map(|s| s.trips.clone()).unwrap_or_default();
+            let (mode, _, why) = crate::account::decide::account_mode(account, &trips);
+            (mode, format!("TradingAccount {label}: {why}"))
+        }
+    })
+}
+
+/// Problems with the account reference: children are held until they are fixed.
+fn account_problems(observed: &Observed) -> Vec<Problem> {
+    let problem = |message: String| Problem {
+        field: "spec.account".into(),
+        message,
+    };
+    match (observed.account.as_ref(), account_label(observed)) {
+        (Some(AccountLookup::Missing), Some(label)) => vec![problem(format!(
+            "TradingAccount {label} not found (or not in a namespace this operator watches)"
+        ))],
+        (Some(AccountLookup::Found(account)), Some(label)) if !account.allows(&observed.namespace) => {
+            vec![problem(format!(
+                "TradingAccount {label} does not list namespace {} in allowedNamespaces",
+                observed.namespace
+            ))]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The credentials Secret of the bot's account, when it names one that allows it.
+fn account_secret(observed: &Observed) -> Option<String> {
+    match observed.account.as_ref()? {
+        AccountLookup::Found(account) => Some(account.spec.credentials_secret.clone()),
+        AccountLookup::Missing => None,
+    }
 }
 
 /// The version prod runs: the ready prod pod's, else what status last recorded.
@@ -431,6 +501,92 @@ mod tests {
         assert_eq!(decide_for(&not_ready).current_version.as_deref(), Some("bot:v1"));
         let ready = observed(bot, ours(pod("btc", "bot:v2", true)), None);
         assert_eq!(decide_for(&ready).current_version.as_deref(), Some("bot:v2"));
+    }
+
+    fn on_account(account: Option<crate::fleet::AccountLookup>) -> Observed {
+        let mut spec = guarded_spec();
+        spec.account = Some(tradingbot_crds::account::AccountRef {
+            name: "main".into(),
+            namespace: Some("accounts".into()),
+        });
+        let mut o = observed(
+            fixtures::bot("btc", spec, running(Default::default())),
+            ours(pod("btc", "bot:v1", true)),
+            None,
+        );
+        o.account = account;
+        o
+    }
+
+    fn shared_account(
+        allowed: &[&str],
+        trips: Vec<tradingbot_crds::account::AccountTrip>,
+    ) -> crate::fleet::AccountLookup {
+        let mut a = tradingbot_crds::account::TradingAccount::new(
+            "main",
+            tradingbot_crds::account::TradingAccountSpec {
+                credentials_secret: "coinbase-main".into(),
+                allowed_namespaces: allowed.iter().map(|n| n.to_string()).collect(),
+                reduce_only: false,
+                halted: false,
+                limits: Default::default(),
+            },
+        );
+        a.metadata.namespace = Some("accounts".into());
+        a.status = Some(tradingbot_crds::account::TradingAccountStatus {
+            trips,
+            ..Default::default()
+        });
+        crate::fleet::AccountLookup::Found(std::sync::Arc::new(a))
+    }
+
+    #[test]
+    fn a_bot_is_never_looser_than_its_account_and_halted_without_it() {
+        let missing = decide_for(&on_account(Some(crate::fleet::AccountLookup::Missing)));
+        assert_eq!(missing.enforcement.mode, Some(TradingMode::Halted));
+        assert_eq!(missing.enforcement.mode_sources, [ModeSource::Account]);
+        assert_eq!(
+            missing.children,
+            ChildrenPlan::Hold,
+            "no pod without its account's credentials"
+        );
+        assert_eq!(missing.problems[0].field, "spec.account");
+        let refused = decide_for(&on_account(Some(shared_account(&[], vec![]))));
+        assert_eq!(
+            refused.enforcement.mode,
+            Some(TradingMode::Halted),
+            "namespace trading is not allowed"
+        );
+        assert!(refused.problems[0].message.contains("allowedNamespaces"));
+        let trip = tradingbot_crds::account::AccountTrip {
+            id: "account-bots-reduceonly-1".into(),
+            limit: "bots".into(),
+            level: TradingMode::ReduceOnly,
+            value: "5".into(),
+            threshold: "4".into(),
+            time: "t".into(),
+        };
+        let tripped = decide_for(&on_account(Some(shared_account(&["trading"], vec![trip]))));
+        assert_eq!(tripped.enforcement.mode, Some(TradingMode::ReduceOnly));
+        assert!(
+            tripped
+                .enforcement
+                .mode_reason
+                .as_deref()
+                .unwrap()
+                .contains("TradingAccount accounts/main")
+        );
+        let ChildrenPlan::Converge(children) = &tripped.children else {
+            panic!("children converge")
+        };
+        let pod = &children.instances.prod.as_ref().unwrap().pod;
+        let volumes = serde_json::to_string(&pod.spec.as_ref().unwrap().volumes).unwrap();
+        assert!(
+            volumes.contains("coinbase-main"),
+            "the account's credentials Secret is mounted"
+        );
+        let fine = decide_for(&on_account(Some(shared_account(&["trading"], vec![]))));
+        assert_eq!(fine.enforcement.mode, Some(TradingMode::Normal));
     }
 
     #[test]

@@ -82,12 +82,23 @@ pub struct DesiredChildren {
 }
 
 /// The children for `plan` (prod on its planned version; a canary when the plan has one).
-pub fn children(bot: &TradingBot, plan: &RolloutPlan, settings: &Settings) -> DesiredChildren {
-    let instance = |plan: InstancePlan| InstanceChildren {
-        lease: lease(bot, plan.instance),
-        config_map: config_map(bot, &plan),
-        service: service(bot, plan.instance),
-        pod: pod(bot, &plan, settings),
+/// `account_secret` is the credentials Secret of the bot's TradingAccount, if it has one.
+pub fn children(
+    bot: &TradingBot,
+    plan: &RolloutPlan,
+    settings: &Settings,
+    account_secret: Option<String>,
+) -> DesiredChildren {
+    let instance = |mut plan: InstancePlan| {
+        if account_secret.is_some() {
+            plan.credentials_secret = account_secret.clone();
+        }
+        InstanceChildren {
+            lease: lease(bot, plan.instance),
+            config_map: config_map(bot, &plan),
+            service: service(bot, plan.instance),
+            pod: pod(bot, &plan, settings),
+        }
     };
     DesiredChildren {
         service_account: service_account(bot),

@@ -135,6 +135,7 @@ pub fn observed(bot: TradingBot, prod: Slot<PodView>, prod_scrape: Option<Observ
             prod: prod_scrape,
             canary: None,
         },
+        account: None,
         service_monitor_api: false,
         now: Timestamp::from_second(NOW).expect("a valid time"),
         instant: Instant::now(),

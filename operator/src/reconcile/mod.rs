@@ -159,6 +159,11 @@ async fn reconcile_bot(bot: Arc<TradingBot>, ctx: &Context, memory: &mut BotMemo
     audit::log(&observed.namespace, &observed.name, &decision.records.audit);
     record_metrics(ctx, &observed, &report.status, &decision);
     follow_pods(&observed, ctx);
+    if let Some(account) = &observed.bot.spec.account {
+        // The account's totals include this bot's latest scrape.
+        let (namespace, name) = account.resolve(&observed.namespace);
+        ctx.fleet.trigger_account(&namespace, &name);
+    }
     if decision.deletion_complete() {
         return finish_deletion(&observed, &written, ctx).await;
     }
@@ -208,21 +213,46 @@ async fn finalizer_step(observed: &Observed, version: Version, ctx: &Context) ->
         })
 }
 
-/// Step 4: children converge (or pods stop, when deleting). Never fails.
+/// How long children that keep failing wait at most between attempts.
+const CHILDREN_RETRY_CAP: Duration = Duration::from_secs(60);
+
+/// Step 4: children converge (or pods stop, when deleting). Never fails. Children that keep
+/// being refused are retried with backoff (not on every scrape-triggered reconcile), and at
+/// once when the spec changes.
 async fn apply_step(observed: &Observed, decision: &Decision, ctx: &Context, memory: &mut BotMemory) -> Applied {
+    let generation = observed.bot.metadata.generation;
+    let waiting = memory
+        .retry_children_at
+        .is_some_and(|at| Instant::now() < at && memory.children_tried_for == generation);
     let applied = match &decision.children {
         ChildrenPlan::Hold => Applied::default(),
+        ChildrenPlan::Converge(_) if waiting => Applied {
+            problems: memory.last_problems.clone(),
+            ..Applied::default()
+        },
         ChildrenPlan::Converge(desired) => apply::converge(ctx, observed, desired, memory).await,
         ChildrenPlan::Stop(stops) => apply::stop(ctx, observed, stops).await,
     };
-    memory.failed_passes = if applied.problems.is_empty() {
-        0
+    if waiting && matches!(decision.children, ChildrenPlan::Converge(_)) {
+        return applied;
+    }
+    for problem in &applied.problems {
+        tracing::warn!(tradingbot = %observed.name, namespace = %observed.namespace, child = %problem, "child not as desired");
+        ctx.metrics
+            .child_write_failures
+            .with_label_values(&[&problem.kind])
+            .inc();
+    }
+    if applied.problems.is_empty() {
+        memory.failed_passes = 0;
+        memory.retry_children_at = None;
     } else {
-        for problem in &applied.problems {
-            tracing::warn!(tradingbot = %observed.name, namespace = %observed.namespace, child = %problem, "child not as desired");
-        }
-        memory.failed_passes.saturating_add(1)
-    };
+        memory.failed_passes = memory.failed_passes.saturating_add(1);
+        let wait = backoff(memory.failed_passes - 1).min(CHILDREN_RETRY_CAP);
+        memory.retry_children_at = Some(Instant::now() + wait);
+    }
+    memory.children_tried_for = generation;
+    memory.last_problems = applied.problems.clone();
     applied
 }
 
@@ -250,7 +280,7 @@ async fn write_report(
 
 async fn publish(observed: &Observed, notices: &[Notice], ctx: &Context) {
     for notice in notices {
-        ctx.events.publish(&observed.bot, notice).await;
+        ctx.events.publish(observed.bot.as_ref(), notice).await;
     }
 }
 
@@ -300,8 +330,11 @@ fn next_action(decision: &Decision, applied: &Applied, memory: &BotMemory) -> Ac
     if matches!(decision.children, ChildrenPlan::Stop(_)) {
         wait = wait.min(Duration::from_secs(1));
     }
-    if memory.failed_passes > 0 {
-        wait = wait.min(backoff(memory.failed_passes - 1));
+    if let Some(at) = memory.retry_children_at {
+        wait = wait.min(
+            at.saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(100)),
+        );
     }
     Action::requeue(wait)
 }

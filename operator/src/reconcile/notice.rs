@@ -4,8 +4,9 @@
 /// The reason of every Event the operator publishes (`kubectl get events`, `reason` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Reason {
-    // Guards and the trading mode.
+    // Guards, account limits and the trading mode.
     GuardTripped,
+    LimitTripped,
     TripReleased,
     TripAcknowledged,
     AckRefused,
@@ -58,6 +59,7 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::GuardTripped => "GuardTripped",
+            Reason::LimitTripped => "LimitTripped",
             Reason::TripReleased => "TripReleased",
             Reason::TripAcknowledged => "TripAcknowledged",
             Reason::AckRefused => "AckRefused",
@@ -103,7 +105,7 @@ impl Reason {
     /// The Event's `action`: what the operator was doing.
     pub fn action(self) -> &'static str {
         match self {
-            Reason::GuardTripped => "LatchTrip",
+            Reason::GuardTripped | Reason::LimitTripped => "LatchTrip",
             Reason::TripReleased => "AutoResume",
             Reason::TripAcknowledged | Reason::AckRefused => "AcknowledgeTrip",
             Reason::ModeChanged => "SetMode",

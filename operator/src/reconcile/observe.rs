@@ -3,6 +3,7 @@
 //! whose controller is this TradingBot (by uid) are ever acted on or scraped.
 
 use crate::context::Context;
+use crate::fleet::AccountLookup;
 use crate::scrape::{Observation, Target, TargetKey};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -157,6 +158,8 @@ pub struct Observed {
     /// A canary pod under the names operators before 0.2 used (removed when ours).
     pub legacy_canary_pod: Slot<PodView>,
     pub scrapes: PerInstance<Option<Observation>>,
+    /// The TradingAccount `spec.account` names (None: the bot names none).
+    pub account: Option<AccountLookup>,
     pub service_monitor_api: bool,
     pub now: Timestamp,
     pub instant: Instant,
@@ -203,6 +206,10 @@ pub fn gather(bot: Arc<TradingBot>, ctx: &Context) -> Observed {
             prod: scrape(Instance::Prod),
             canary: scrape(Instance::Canary),
         },
+        account: bot.spec.account.as_ref().map(|a| {
+            let (account_namespace, account) = a.resolve(&namespace);
+            ctx.fleet.account(&account_namespace, &account)
+        }),
         service_monitor_api: ctx.service_monitors_available(),
         now,
         instant: Instant::now(),

@@ -294,8 +294,8 @@ pub fn report(observed: &Observed, decision: &Decision, applied: &Applied) -> Re
         ),
     ];
     wanted.extend(metrics_reachable(observed, decision));
-    wanted.extend(service_monitor(observed, applied));
     if matches!(decision.children, ChildrenPlan::Converge(_)) {
+        wanted.extend(service_monitor(observed, applied));
         wanted.push(children_applied(applied));
     }
     let generation = observed.bot.metadata.generation;

@@ -130,7 +130,17 @@ pub fn transition_notices(old: &TradingBotStatus, new: &TradingBotStatus) -> Vec
             )
         });
     } else if degraded.is_none() && is_true(old, types::DEGRADED) {
-        notices.push(Notice::normal(Reason::Recovered, "the spec is valid again"));
+        let was = condition(old, types::DEGRADED)
+            .map(|c| c.reason.clone())
+            .unwrap_or_default();
+        notices.push(Notice::normal(
+            Reason::Recovered,
+            if was == Reason::CredentialsRejected.as_str() {
+                "the bot accepts its credentials again"
+            } else {
+                "the spec is valid again"
+            },
+        ));
     }
     let unreachable =
         |s: &TradingBotStatus| condition(s, types::METRICS_REACHABLE).is_some_and(|c| c.status == "False");
@@ -153,6 +163,15 @@ pub fn transition_notices(old: &TradingBotStatus, new: &TradingBotStatus) -> Vec
             Reason::ServiceMonitorAPIMissing,
             "metrics.serviceMonitor.enabled but the monitoring.coreos.com/v1 ServiceMonitor API is not installed; it will be created once it is",
         ));
+    }
+    let deferred = |s: &TradingBotStatus| {
+        condition(s, types::PROGRESSING).is_some_and(|c| c.reason == Reason::RestartDeferred.as_str())
+    };
+    if deferred(new) && !deferred(old) {
+        let message = condition(new, types::PROGRESSING)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        notices.push(Notice::normal(Reason::RestartDeferred, message));
     }
     if new.phase == Some(Phase::Running) && old.phase != Some(Phase::Running) {
         notices.push(Notice::normal(Reason::Running, "the bot pod is running and ready"));

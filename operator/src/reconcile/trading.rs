@@ -79,6 +79,8 @@ pub struct TradingInputs<'a> {
     pub ack_annotation: Option<&'a str>,
     pub prod: Option<&'a InstanceView>,
     pub canary: Option<&'a InstanceView>,
+    /// What the bot's TradingAccount imposes (mode, why), when it names one.
+    pub account: Option<&'a (TradingMode, String)>,
     pub now: Timestamp,
 }
 
@@ -228,10 +230,10 @@ pub fn decide(input: &TradingInputs<'_>, streaks: &mut HealthyStreaks) -> Tradin
         last_ack = Some(record);
     }
 
-    let mode = effective_mode(input.spec, input.deleting, &trips, Instance::Prod);
+    let mode = effective_mode(input.spec, input.deleting, &trips, Instance::Prod, input.account);
     let canary_mode = input
         .canary
-        .map(|_| effective_mode(input.spec, input.deleting, &trips, Instance::Canary).mode);
+        .map(|_| effective_mode(input.spec, input.deleting, &trips, Instance::Canary, input.account).mode);
     TradingOutcome {
         trips,
         last_ack,
@@ -252,9 +254,15 @@ pub struct EffectiveMode {
     pub sources: Vec<ModeSource>,
 }
 
-/// The most restrictive of the spec's switches, a deletion in progress and the latched trips of
-/// `instance`.
-pub fn effective_mode(spec: &TradingBotSpec, deleting: bool, trips: &[GuardTrip], instance: Instance) -> EffectiveMode {
+/// The most restrictive of the spec's switches, a deletion in progress, the latched trips of
+/// `instance` and what the bot's TradingAccount imposes.
+pub fn effective_mode(
+    spec: &TradingBotSpec,
+    deleting: bool,
+    trips: &[GuardTrip],
+    instance: Instance,
+    account: Option<&(TradingMode, String)>,
+) -> EffectiveMode {
     let mine: Vec<GuardTrip> = trips.iter().filter(|t| t.instance == instance).cloned().collect();
     let trip_mode = guards::mode_of_trips(&mine);
     let trip_reason = guards::reason_of_trips(&mine).unwrap_or_default();
@@ -277,6 +285,9 @@ pub fn effective_mode(spec: &TradingBotSpec, deleting: bool, trips: &[GuardTrip]
             ModeSource::Deleting,
             "the TradingBot is being deleted".to_string(),
         ));
+    }
+    if let Some((mode, why)) = account {
+        inputs.push((*mode, ModeSource::Account, why.clone()));
     }
     let (mode, sources, reason) = most_restrictive_of(&inputs);
     EffectiveMode { mode, reason, sources }
@@ -324,6 +335,7 @@ mod tests {
                 ack_annotation: ack,
                 prod: Some(&prod),
                 canary: None,
+                account: None,
                 now: Timestamp::from_second(1_795_219_200).unwrap(),
             },
             streaks,
@@ -389,6 +401,25 @@ mod tests {
         );
         assert_eq!(out.mode.mode, TradingMode::Halted);
         assert_eq!(out.mode.sources, [ModeSource::SpecHalted]);
+    }
+
+    #[test]
+    fn an_accounts_restriction_is_never_loosened_by_the_bot() {
+        let s = spec();
+        let account = (
+            TradingMode::ReduceOnly,
+            "TradingAccount trading/main: limit grossExposure".to_string(),
+        );
+        let mode = effective_mode(&s, false, &[], Instance::Prod, Some(&account));
+        assert_eq!(
+            (mode.mode, mode.sources),
+            (TradingMode::ReduceOnly, vec![ModeSource::Account])
+        );
+        assert!(mode.reason.contains("TradingAccount trading/main"));
+        let mut halted = s.clone();
+        halted.halted = true;
+        let mode = effective_mode(&halted, false, &[], Instance::Prod, Some(&account));
+        assert_eq!(mode.sources, [ModeSource::SpecHalted], "the stricter source wins");
     }
 
     #[test]

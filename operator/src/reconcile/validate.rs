@@ -55,12 +55,29 @@ pub fn validate(name: &str, spec: &TradingBotSpec) -> Vec<Problem> {
             ),
         ));
     }
+    if spec.account.is_some() {
+        for (field, secret) in [
+            ("spec.exchange.credentialsSecret", &spec.exchange.credentials_secret),
+            (
+                "spec.rollout.canary.credentialsSecret",
+                &spec.rollout.canary.credentials_secret,
+            ),
+        ] {
+            if secret.is_some() {
+                problems.push(problem(
+                    field,
+                    "cannot be set together with spec.account: a bot on a TradingAccount trades with the account's credentials",
+                ));
+            }
+        }
+    }
     let dry_run = spec.dry_run.unwrap_or(spec.profile == Profile::Dev);
-    if spec.profile.needs_exchange() && spec.exchange.credentials_secret.is_none() && !dry_run {
+    let has_credentials = spec.exchange.credentials_secret.is_some() || spec.account.is_some();
+    if spec.profile.needs_exchange() && !has_credentials && !dry_run {
         problems.push(problem(
             "spec.exchange.credentialsSecret",
             format!(
-                "profile {} trades on the exchange: name a Secret with the CDP key, or set dryRun: true",
+                "profile {} trades on the exchange: name a Secret with the CDP key (or a TradingAccount in spec.account), or set dryRun: true",
                 spec.profile
             ),
         ));
@@ -164,6 +181,27 @@ mod tests {
 
     fn fields(problems: Vec<Problem>) -> Vec<String> {
         problems.into_iter().map(|p| p.field).collect()
+    }
+
+    #[test]
+    fn an_account_bot_takes_its_credentials_from_the_account_only() {
+        let mut s = spec(Profile::Prod);
+        s.account = Some(tradingbot_crds::account::AccountRef {
+            name: "main".into(),
+            namespace: None,
+        });
+        assert!(validate("btc", &s).is_empty(), "the account's credentials count");
+        s.exchange.credentials_secret = Some("own".into());
+        s.rollout.canary.credentials_secret = Some("canary".into());
+        let problems = validate("btc", &s);
+        assert_eq!(
+            fields(problems.clone()),
+            [
+                "spec.exchange.credentialsSecret",
+                "spec.rollout.canary.credentialsSecret"
+            ]
+        );
+        assert!(problems[0].message.contains("spec.account"));
     }
 
     #[test]

@@ -223,6 +223,7 @@ async fn every_documented_command_runs() {
     operator_commands(&docs, &demo_ns, &op_ns, &sim).await;
     gitops_and_finalizer(&mut docs, &demo_ns, &op_ns, &scratch).await;
     monitoring_commands(&mut docs, &demo_ns).await;
+    account_playbook(&mut docs, &demo_ns, &sim).await;
     argocd_commands(&docs, &argocd_ns);
     bot_cli(&docs, &scratch);
     api_names(&docs);
@@ -675,6 +676,76 @@ async fn monitoring_commands(docs: &mut Docs, demo_ns: &TestNamespace) {
         async move { (!now.is_empty() && now != uid).then_some(()) }
     })
     .await;
+}
+
+const ACCOUNT_TABLE: &str = "kubectl -n $NS get ta -o wide";
+const ACCOUNT_BOTS: &str = r#"kubectl -n $NS get ta $ACCOUNT -o jsonpath='{range .status.bots[*]}{.namespace}/{.name}{"\t"}{.dailyLoss}{"\t"}{.grossExposure}{"\t"}{.mode}{"\n"}{end}'"#;
+const ACCOUNT_HALT: &str = r#"kubectl -n $NS patch ta $ACCOUNT --type merge -p '{"spec":{"halted":true}}'"#;
+const ACCOUNT_RESUME: &str = r#"kubectl -n $NS patch ta $ACCOUNT --type merge -p '{"spec":{"halted":false}}'"#;
+const ACCOUNT_ACK: &str =
+    "kubectl -n $NS annotate ta $ACCOUNT --overwrite trading.gpttrader.io/ack-trip=$ACCOUNT_TRIP_ID";
+const ACCOUNT_LAST_ACK: &str =
+    r#"kubectl -n $NS get ta $ACCOUNT -o jsonpath='{.status.lastAck.result}{": "}{.status.lastAck.message}{"\n"}'"#;
+
+/// Both bots of the account example in `mode`.
+async fn wait_account_bots(demo_ns: &TestNamespace, bots: &[&str], mode: &str) {
+    for bot in bots {
+        eventually(MINUTE, &format!("{bot} {mode}"), || {
+            let got = demo_ns
+                .kubectl_result(&["get", "tb", bot, "-o", "jsonpath={.status.mode}"])
+                .unwrap_or_default();
+            async move { (got.trim() == mode).then_some(()) }
+        })
+        .await;
+    }
+}
+
+/// The runbook's account playbook on the account example (two bots on one key): the table and
+/// each bot's contribution, the account's brake on and off, a limit trip and its acknowledgement.
+async fn account_playbook(docs: &mut Docs, demo_ns: &TestNamespace, sim: &DemoSim) {
+    let key = sim.key(&[("USD", "10000")], false).await;
+    let literal = format!("--from-literal=cdp_api_key.json={}", key.cdp_key_json());
+    demo_ns.kubectl(&["create", "secret", "generic", "coinbase-shared", &literal]);
+    let example = root().join("docs/examples/accounts/shared-account.yaml");
+    demo_ns.kubectl(&["apply", "-f", example.to_str().unwrap()]);
+    let bots = ["shared-btc", "shared-eth"];
+    for bot in bots {
+        wait_phase(demo_ns, bot, "Running").await;
+    }
+    docs.var("ACCOUNT", "shared");
+    docs.sh_until(ACCOUNT_TABLE, "the account counting both bots", MINUTE, |o| {
+        o.lines()
+            .any(|l| l.split_whitespace().take(3).collect::<Vec<_>>() == ["shared", "Normal", "2"])
+    })
+    .await;
+    let rows = docs.sh(ACCOUNT_BOTS);
+    assert!(rows.contains("/shared-btc") && rows.contains("/shared-eth"), "{rows}");
+    docs.sh(ACCOUNT_HALT);
+    wait_account_bots(demo_ns, &bots, "Halted").await;
+    docs.sh(ACCOUNT_RESUME);
+    wait_account_bots(demo_ns, &bots, "Normal").await;
+    // A limit crossed: no more than one bot on the account from now on.
+    let one_bot = r#"{"spec":{"limits":{"bots":{"reduceOnlyAt":2}}}}"#;
+    demo_ns.kubectl(&["patch", "ta", "shared", "--type", "merge", "-p", one_bot]);
+    wait_account_bots(demo_ns, &bots, "ReduceOnly").await;
+    let trip = demo_ns.kubectl(&["get", "ta", "shared", "-o", "jsonpath={.status.trips[0].id}"]);
+    docs.var("ACCOUNT_TRIP_ID", trip.trim());
+    demo_ns.kubectl(&["delete", "tb", "shared-eth", "--wait=true"]);
+    eventually(MINUTE, "the account counting one bot", || {
+        let bots = demo_ns
+            .kubectl_result(&["get", "ta", "shared", "-o", "jsonpath={.status.aggregate.bots}"])
+            .unwrap_or_default();
+        async move { (bots.trim() == "1").then_some(()) }
+    })
+    .await;
+    docs.sh(ACCOUNT_ACK);
+    docs.sh_until(ACCOUNT_LAST_ACK, "the acceptance", MINUTE, |o| {
+        o.starts_with("Accepted")
+    })
+    .await;
+    wait_account_bots(demo_ns, &["shared-btc"], "Normal").await;
+    demo_ns.kubectl(&["delete", "tb", "shared-btc", "--wait=true"]);
+    demo_ns.kubectl(&["delete", "ta", "shared", "--wait=true"]);
 }
 
 /// The Argo CD install commands, against a ConfigMap and StatefulSet of that name in a

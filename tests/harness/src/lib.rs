@@ -197,7 +197,20 @@ impl Cluster {
     /// [`Cluster::let_go_of_a_deleted_crd`].
     pub fn install_crd(&self) {
         self.let_go_of_a_deleted_crd();
-        let path = root().join("crds/tradingbot.crd.yaml");
+        for (file, crd) in [
+            ("crds/tradingbot.crd.yaml", "crd/tradingbots.trading.gpttrader.io"),
+            (
+                "crds/tradingaccount.crd.yaml",
+                "crd/tradingaccounts.trading.gpttrader.io",
+            ),
+        ] {
+            self.apply_crd(file, crd);
+        }
+    }
+
+    /// Server-side apply one committed CRD file and wait until `crd` is served.
+    fn apply_crd(&self, file: &str, crd: &str) {
+        let path = root().join(file);
         // Server-side apply: only the fields in the committed YAML are ours, so what others set
         // on the same CRD (the chart's `helm.sh/resource-policy: keep`, applied concurrently by
         // the upgrade flow) stays. Tests install it concurrently: an apply that loses the race
@@ -218,12 +231,7 @@ impl Cluster {
             attempt += 1;
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
-        self.kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/tradingbots.trading.gpttrader.io",
-        ]);
+        self.kubectl(&["wait", "--for=condition=Established", "--timeout=60s", crd]);
     }
 
     /// When the CRD is being deleted, wait for the deletion to finish. TradingBots keep it
