@@ -11,6 +11,7 @@
 
 mod fleet;
 mod images;
+mod load;
 mod operator_process;
 mod pipeline;
 mod reaction;
@@ -35,6 +36,7 @@ async fn bench(only: &[String]) -> anyhow::Result<()> {
     let wants = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let mut rows: Vec<Row> = Vec::new();
     let mut run = RunLog::default();
+    let load = load::LoadWatch::start();
     if wants("reaction") || wants("fleet") {
         run.note(format!(
             "Images: release builds of the measured tree, loaded as perps-bot:{tag} and tradingbot-operator:{tag}.",
@@ -54,6 +56,7 @@ async fn bench(only: &[String]) -> anyhow::Result<()> {
         eprintln!("bench: fleet of 1,000 TradingBots (real cluster)");
         rows.extend(fleet::run(&mut run).await?);
     }
+    run.note(load.summary());
     let table = report::table(&rows);
     println!("{table}");
     if only.is_empty() {
