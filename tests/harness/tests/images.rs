@@ -109,7 +109,10 @@ fn images_follow_their_binaries_not_a_list() {
     let changed = fixture.build();
     let rebuilt = lines_with(&changed, "build-images: building");
     assert_eq!(rebuilt.len(), 1, "{changed}");
-    assert!(rebuilt[0].contains(&format!("tradingbot-operator:dev{SUFFIX}")), "{changed}");
+    assert!(
+        rebuilt[0].contains(&format!("tradingbot-operator:dev{SUFFIX}")),
+        "{changed}"
+    );
     assert_eq!(lines_with(&changed, "build-images: loaded").len(), 1, "{changed}");
 
     // The cluster lost an image (e.g. a fresh cluster): it is loaded again.
@@ -117,6 +120,9 @@ fn images_follow_their_binaries_not_a_list() {
     fixture.ctr(&["images", "rm", &lost]);
     let reloaded = fixture.build();
     assert_eq!(lines_with(&reloaded, "build-images: loaded").len(), 1, "{reloaded}");
-    assert!(lines_with(&reloaded, "build-images: loaded")[0].contains(&lost), "{reloaded}");
+    assert!(
+        lines_with(&reloaded, "build-images: loaded")[0].contains(&lost),
+        "{reloaded}"
+    );
     assert!(Path::new(&fixture.dir.join("out/images.txt")).exists());
 }
