@@ -48,7 +48,10 @@ async fn twenty_idle_bots_cause_no_writes_for_a_minute() {
     let after = http_get(&url).await.expect("operator metrics");
     let grew = |name: &str| metric(&after, name).unwrap_or(0.0) - metric(&before, name).unwrap_or(0.0);
     assert!(grew("tradingbot_operator_reconciliations_total") >= 100.0, "{after}");
-    assert!(grew("tradingbot_operator_scrape_duration_seconds_count") >= 100.0, "{after}");
+    assert!(
+        grew("tradingbot_operator_scrape_duration_seconds_count") >= 100.0,
+        "{after}"
+    );
     assert_eq!(
         pod_field(&ns, &pod, "{.status.containerStatuses[0].restartCount}"),
         "0",

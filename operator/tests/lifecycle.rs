@@ -240,7 +240,10 @@ async fn a_new_version_replaces_the_pod_without_two_ever_ready() {
         "two pods of one bot identity were Ready at once"
     );
     let ready = seen_ready.lock().unwrap().len();
-    assert!(ready >= 3, "the watch saw {ready} pods Ready: the old, the v2 and the SOL-USD one");
+    assert!(
+        ready >= 3,
+        "the watch saw {ready} pods Ready: the old, the v2 and the SOL-USD one"
+    );
     let events = ns.events_for("single");
     assert!(
         events
@@ -301,7 +304,10 @@ async fn invalid_specs_are_degraded_without_crash_loops() {
     ] {
         wait_for_field(&ns, name, "{.status.phase}", "Degraded", Duration::from_secs(60)).await;
         let degraded = condition(&ns, name, "Degraded");
-        assert_eq!((degraded["status"].as_str(), degraded["reason"].as_str()), (Some("True"), Some("InvalidSpec")));
+        assert_eq!(
+            (degraded["status"].as_str(), degraded["reason"].as_str()),
+            (Some("True"), Some("InvalidSpec"))
+        );
         assert!(degraded["message"].as_str().unwrap().contains(text), "{degraded}");
         let events = ns.events_for(name);
         assert!(
@@ -362,8 +368,11 @@ async fn missing_or_malformed_credentials_are_reported_from_the_bot_pod() {
         &format!("--from-literal=cdp_api_key.json={garbage}"),
     ]);
     for (name, secret) in [("nokey", "coinbase-missing"), ("garbled", "coinbase-garbled")] {
-        ns.apply(&bot(name, json!({"profile": "prod", "exchange": {"credentialsSecret": secret}})))
-            .unwrap();
+        ns.apply(&bot(
+            name,
+            json!({"profile": "prod", "exchange": {"credentialsSecret": secret}}),
+        ))
+        .unwrap();
     }
     for (name, secret) in [("nokey", "coinbase-missing"), ("garbled", "coinbase-garbled")] {
         let degraded = eventually(Duration::from_secs(120), "the pod's report as a condition", || {
@@ -372,13 +381,21 @@ async fn missing_or_malformed_credentials_are_reported_from_the_bot_pod() {
         })
         .await;
         let message = degraded["message"].as_str().unwrap_or_default().to_string();
-        assert!(message.contains(&format!("pod {name}")) && message.contains(secret), "{degraded}");
-        assert!(!message.contains("SECRETSAUCE"), "the Secret's content leaked: {message}");
+        assert!(
+            message.contains(&format!("pod {name}")) && message.contains(secret),
+            "{degraded}"
+        );
+        assert!(
+            !message.contains("SECRETSAUCE"),
+            "the Secret's content leaked: {message}"
+        );
         let status = ns.tradingbot(name)["status"].clone();
         assert_eq!(status["phase"], "Degraded");
         let events = ns.events_for(name);
         assert!(
-            events.iter().any(|(kind, reason, note)| kind == "Warning" && reason == "CredentialsRejected" && note.contains(secret)),
+            events.iter().any(|(kind, reason, note)| kind == "Warning"
+                && reason == "CredentialsRejected"
+                && note.contains(secret)),
             "{events:?}"
         );
         assert!(!serde_json::to_string(&events).unwrap().contains("SECRETSAUCE"));

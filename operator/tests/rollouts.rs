@@ -60,16 +60,20 @@ async fn setup(prefix: &str, name: &str, spec: Value) -> (PodExchange, TestNames
 /// Wait until `count` distinct prod processes of `bot` have placed orders.
 async fn wait_for_prod_traders(exchange: &PodExchange, ns: &TestNamespace, bot: &str, count: usize) {
     let prefix = format!("{}/{bot}/prod/", ns.name);
-    eventually(Duration::from_secs(180), &format!("{count} prod processes of {bot} trading"), || {
-        let traders: std::collections::BTreeSet<String> = exchange
-            .sim
-            .order_log()
-            .into_iter()
-            .filter(|e| e.order_id.is_some())
-            .filter_map(|e| e.client_instance.filter(|i| i.starts_with(&prefix)))
-            .collect();
-        async move { (traders.len() >= count).then_some(()) }
-    })
+    eventually(
+        Duration::from_secs(180),
+        &format!("{count} prod processes of {bot} trading"),
+        || {
+            let traders: std::collections::BTreeSet<String> = exchange
+                .sim
+                .order_log()
+                .into_iter()
+                .filter(|e| e.order_id.is_some())
+                .filter_map(|e| e.client_instance.filter(|i| i.starts_with(&prefix)))
+                .collect();
+            async move { (traders.len() >= count).then_some(()) }
+        },
+    )
     .await;
 }
 
@@ -285,7 +289,11 @@ async fn a_failing_canary_aborts_and_prod_keeps_its_version() {
     })
     .await;
     assert!(
-        ns.events_for("steady").iter().filter(|(_, r, _)| r == "RolloutStarted").count() == 1,
+        ns.events_for("steady")
+            .iter()
+            .filter(|(_, r, _)| r == "RolloutStarted")
+            .count()
+            == 1,
         "the aborted version was started again"
     );
     assert!(
