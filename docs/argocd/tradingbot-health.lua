@@ -13,10 +13,11 @@
 --                not trade. Checked before anything else the status says, because the mode is
 --                live even when the rest of the status describes an older generation.
 --   Degraded     condition Degraded=True (invalid spec or missing Secret)
---   Degraded     status.rollout.phase Aborted for the version the spec asks for
+--   Degraded     status.rollout.phase Aborted or RolledBack for the version the spec asks for
 --   Suspended    spec.paused (the operator changes no children; guards and status stay live)
 --   Progressing  status.observedGeneration differs from metadata.generation
---   Progressing  a rollout runs (CanaryStarting, CanaryRunning, AwaitingPromotion, Promoting)
+--   Progressing  a rollout runs (CanaryStarting, CanaryRunning, AwaitingPromotion, Promoting,
+--                Baking, RollingBack)
 --   Progressing  phase Pending
 --   Healthy      phase Running, Ready=True (ReduceOnly is Healthy; the message says so)
 --   Degraded     phase Degraded
@@ -61,6 +62,14 @@ local ROLLOUT_RUNNING = {
   CanaryRunning = true,
   AwaitingPromotion = true,
   Promoting = true,
+  Baking = true,
+  RollingBack = true,
+}
+
+-- A finished rollout whose version prod does not run: the spec still asks for it.
+local REJECTED = {
+  Aborted = "aborted",
+  RolledBack = "rolled back",
 }
 
 local spec = obj.spec or {}
@@ -85,13 +94,13 @@ if degraded ~= nil and degraded.status == "True" then
 end
 
 local rollout = status.rollout
-if rollout ~= nil and rollout.phase == "Aborted" and rollout.version ~= nil then
+if rollout ~= nil and REJECTED[rollout.phase] ~= nil and rollout.version ~= nil then
   -- Without spec.image the wanted version is the operator's default image, which this check
   -- cannot see: an aborted rollout of a version prod does not run then counts as current.
   local wanted = spec.image
   if (wanted ~= nil and rollout.version == wanted)
     or (wanted == nil and rollout.version ~= status.currentVersion) then
-    return result("Degraded", "Rollout of " .. rollout.version .. " aborted (" ..
+    return result("Degraded", "Rollout of " .. rollout.version .. " " .. REJECTED[rollout.phase] .. " (" ..
       text(rollout.message, "no reason given") .. "); prod runs " .. text(status.currentVersion, "an unknown version"))
   end
 end

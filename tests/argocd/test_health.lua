@@ -185,6 +185,46 @@ end, "Degraded",
   "Rollout of perps-bot:v3 aborted (aborted: guard trip during the canary (dailyLoss Halted at 12 >= 10)); "
     .. "prod runs perps-bot:v2")
 
+case("halted by an emergency brake (kubectl tradingbot halt)", function()
+  local bot = running()
+  bot.status.mode = "Halted"
+  bot.status.modeReason = "emergency brake Halted by alice: incident 42"
+  bot.status.modeSources = { "Brake" }
+  set_condition(bot, "Halted", "True", "EmergencyBrake", bot.status.modeReason)
+  return bot
+end, "Degraded", "Halted (no orders): emergency brake Halted by alice: incident 42")
+
+case("prod rolled back during its bake, the spec still asking for the new version", function()
+  local bot = running()
+  bot.spec.image = "perps-bot:v3"
+  bot.status.currentVersion = "perps-bot:v2"
+  bot.status.rollout = { phase = "RolledBack", version = "perps-bot:v3", previousVersion = "perps-bot:v2",
+    rollbackVersion = "perps-bot:v2", healthyCycles = 10, errors = 0,
+    message = "rolled back to perps-bot:v2; perps-bot:v3 is not tried again until spec.image names another version (or a retry)" }
+  return bot
+end, "Degraded",
+  "Rollout of perps-bot:v3 rolled back (rolled back to perps-bot:v2; perps-bot:v3 is not tried again until "
+    .. "spec.image names another version (or a retry)); prod runs perps-bot:v2")
+
+case("prod baking after a promotion", function()
+  local bot = running()
+  bot.spec.image = "perps-bot:v3"
+  bot.status.currentVersion = "perps-bot:v3"
+  bot.status.rollout = { phase = "Baking", version = "perps-bot:v3", previousVersion = "perps-bot:v2",
+    healthyCycles = 10, errors = 0, message = "baking perps-bot:v3 until 2026-11-21T10:05:00Z" }
+  return bot
+end, "Progressing", "Rollout Baking: baking perps-bot:v3 until 2026-11-21T10:05:00Z")
+
+case("prod rolling back", function()
+  local bot = running()
+  bot.spec.image = "perps-bot:v3"
+  bot.status.phase = "Pending"
+  bot.status.rollout = { phase = "RollingBack", version = "perps-bot:v3", previousVersion = "perps-bot:v2",
+    rollbackVersion = "perps-bot:v2", healthyCycles = 10, errors = 0,
+    message = "rolling back to perps-bot:v2: crash loop" }
+  return bot
+end, "Progressing", "Rollout RollingBack: rolling back to perps-bot:v2: crash loop")
+
 case("an aborted rollout after the spec went back to the running image", function()
   local bot = running()
   bot.spec.image = "perps-bot:v2"

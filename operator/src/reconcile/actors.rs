@@ -87,10 +87,25 @@ impl Actors {
         self.manager_of(path).unwrap_or_else(|| "unknown".into())
     }
 
+    /// Whether the audit note of `key` was written with it (by the same field manager): a note
+    /// left from an earlier request says nothing about a value someone set by hand since.
+    fn note_is_current(&self, key: &str, value: &str) -> bool {
+        if value.is_empty() {
+            return true; // a removal leaves only the note to tell
+        }
+        let action = self.manager_of(&["metadata", "annotations", key]);
+        let note = self.manager_of(&["metadata", "annotations", &names::audit_annotation(key)]);
+        match (action, note) {
+            (Some(action), Some(note)) => action == note,
+            _ => true,
+        }
+    }
+
     /// Who asked for the action in annotation `key` with `value` (`""`: who removed it).
     pub fn requester(&self, key: &str, value: &str) -> Requester {
         if let Some(AuditNote { by, reason, .. }) = actions::note_for(&self.annotations, key, value)
             && !by.is_empty()
+            && self.note_is_current(key, value)
         {
             return Requester { by, reason };
         }
@@ -118,7 +133,10 @@ pub const ACTION_ANNOTATIONS: [&str; 4] = [
 /// Keep only what [`Actors`] reads: the action annotations and [`SPEC_FIELDS`], per manager.
 fn trimmed(fields: &Value) -> Option<Value> {
     let mut out = Map::new();
-    let wanted: Vec<String> = ACTION_ANNOTATIONS.iter().map(|a| field_key(a)).collect();
+    let wanted: Vec<String> = ACTION_ANNOTATIONS
+        .iter()
+        .flat_map(|a| [field_key(a), field_key(&names::audit_annotation(a))])
+        .collect();
     let annotations: Map<String, Value> = fields
         .pointer("/f:metadata/f:annotations")
         .and_then(Value::as_object)
@@ -230,6 +248,33 @@ mod tests {
             actors.requester(names::ANNOTATION_BRAKE, "ReduceOnly").by,
             "kubectl-annotate",
             "a note for another value says nothing about this one"
+        );
+    }
+
+    #[test]
+    fn a_note_left_from_an_earlier_request_does_not_name_who_set_the_value_by_hand() {
+        let mut bot = bot();
+        let note = json!({"value": "Halted", "by": "alice", "reason": "old", "at": "t"});
+        bot.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(names::audit_annotation(names::ANNOTATION_BRAKE), note.to_string());
+        bot.metadata.managed_fields.as_mut().unwrap().push(entry(
+            "kubectl-tradingbot",
+            json!({"f:metadata": {"f:annotations": {"f:trading.gpttrader.io/audit.brake": {}}}}),
+        ));
+        // The brake's own manager is kubectl-annotate: the plugin's note is from before.
+        assert_eq!(
+            Actors::of(&bot).requester(names::ANNOTATION_BRAKE, "Halted").by,
+            "kubectl-annotate"
+        );
+        let mut trimmed = bot.clone();
+        trim_managed_fields(&mut trimmed.metadata);
+        assert_eq!(
+            Actors::of(&trimmed).requester(names::ANNOTATION_BRAKE, "Halted").by,
+            "kubectl-annotate",
+            "the cache keeps what this needs"
         );
     }
 

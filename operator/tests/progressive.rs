@@ -1,0 +1,287 @@
+//! Progressive delivery on a real cluster with real bot pods on the exchange simulator: a
+//! canary gated by its analysis, promoted, baked and recorded in the rollout history; a prod
+//! guard trip during the bake that rolls prod back to the previous version, stop then start
+//! (the order log shows no two prod processes ever traded at once, three of them having traded);
+//! a canary that makes no progress aborting at its deadline.
+
+mod support;
+
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use support::sim::{MarketMover, PodExchange};
+use support::*;
+use test_harness::{TestNamespace, eventually};
+
+const ROLLOUT: Duration = Duration::from_secs(300);
+
+fn spec(bake_seconds: u32) -> Value {
+    json!({
+        "profile": "demo",
+        "image": "perps-bot:dev",
+        "symbols": ["BTC-USD", "ETH-USD", "SOL-USD"],
+        "dryRun": false,
+        "exchange": {"credentialsSecret": "coinbase-demo"},
+        "rollout": {
+            "strategy": "Canary",
+            "promotion": "Auto",
+            "canary": {"minHealthyCycles": 3, "minDurationSeconds": 5, "maxErrors": 0},
+            "analysis": {
+                "intervalSeconds": 5, "count": 3, "failureLimit": 0, "inconclusiveLimit": 2,
+                "metrics": [
+                    {"name": "CycleErrors", "max": "0"},
+                    {"name": "MarketDataStaleness", "max": "30"},
+                    {"name": "OrderRejections", "max": "50", "comparison": "VsProd"},
+                    {"name": "CycleDuration", "max": "60"},
+                ],
+            },
+            "bake": {"durationSeconds": bake_seconds, "maxRestarts": 2},
+        },
+        "guards": {
+            "errorRate": {"windowSeconds": 120, "reduceOnlyAt": 20, "haltAt": 200},
+            "dailyLoss": {"reduceOnlyAt": "500", "haltAt": "1000"},
+            "marketDataStalenessSeconds": {"reduceOnlyAt": 8, "haltAt": 3600},
+        },
+        "metrics": {"scrapeIntervalSeconds": 1},
+        "env": [{"name": "PERPS_BOT_INTERVAL", "value": "0.5"}],
+    })
+}
+
+async fn setup(prefix: &str, name: &str, spec: Value) -> (PodExchange, TestNamespace, MarketMover) {
+    let exchange = PodExchange::start().await;
+    let mover = exchange.keep_moving(&["BTC-USD", "ETH-USD", "SOL-USD"], 1, Duration::from_secs(4));
+    let ns = namespace_with_operator(prefix, exchange.operator_values()).await;
+    let key = exchange.key(&[("USD", Decimal::from(100_000))], false);
+    exchange.secret(&ns, "coinbase-demo", &key);
+    ns.apply(&bot(name, spec)).unwrap();
+    wait_running(&ns, name).await;
+    wait_for_field(
+        &ns,
+        name,
+        "{.status.currentVersion}",
+        "perps-bot:dev",
+        Duration::from_secs(60),
+    )
+    .await;
+    (exchange, ns, mover)
+}
+
+/// The distinct prod processes of `bot` that placed orders, with their (first, last) order-log
+/// sequence numbers.
+fn prod_spans(exchange: &PodExchange, ns: &TestNamespace, bot: &str) -> BTreeMap<String, (u64, u64)> {
+    let prefix = format!("{}/{bot}/prod/", ns.name);
+    let mut spans: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for entry in exchange
+        .sim
+        .order_log()
+        .iter()
+        .filter(|e| e.order_id.is_some() && !e.replay)
+    {
+        let Some(instance) = entry.client_instance.as_deref().filter(|i| i.starts_with(&prefix)) else {
+            continue;
+        };
+        let span = spans.entry(instance.to_string()).or_insert((entry.seq, entry.seq));
+        span.0 = span.0.min(entry.seq);
+        span.1 = span.1.max(entry.seq);
+    }
+    spans
+}
+
+async fn wait_for_prod_traders(exchange: &PodExchange, ns: &TestNamespace, bot: &str, count: usize) {
+    eventually(
+        Duration::from_secs(240),
+        &format!("{count} prod processes of {bot} trading"),
+        || {
+            let traded = prod_spans(exchange, ns, bot).len();
+            async move { (traded >= count).then_some(()) }
+        },
+    )
+    .await;
+}
+
+/// No two prod processes ever traded at once, and at least `instances` of them traded.
+fn assert_prod_never_overlapped(exchange: &PodExchange, ns: &TestNamespace, bot: &str, instances: usize) {
+    let spans = prod_spans(exchange, ns, bot);
+    assert!(
+        spans.len() >= instances,
+        "only {} prod processes traded (expected {instances}): the check saw too little: {spans:?}",
+        spans.len()
+    );
+    let mut ordered: Vec<(u64, u64)> = spans.values().copied().collect();
+    ordered.sort();
+    for pair in ordered.windows(2) {
+        assert!(pair[0].1 < pair[1].0, "two prod processes traded at once: {spans:?}");
+    }
+    eprintln!("prod processes that traded, with their order-log spans: {spans:?}");
+}
+
+fn history_kinds(status: &Value) -> Vec<String> {
+    status["history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .filter_map(|e| e["kind"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_analysed_canary_is_promoted_baked_and_recorded() {
+    let (exchange, ns, _mover) = setup("pd-analysis", "analysed", spec(20)).await;
+    ns.kubectl(&[
+        "patch",
+        "tb",
+        "analysed",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"image":"perps-bot:v2"}}"#,
+    ]);
+    wait_for_field(&ns, "analysed", "{.status.rollout.phase}", "CanaryRunning", ROLLOUT).await;
+    eventually(ROLLOUT, "a measurement of the canary", || {
+        let status = ns.tradingbot("analysed")["status"].clone();
+        let measured = status["rollout"]["analysis"]["measurements"].as_u64().unwrap_or(0);
+        async move { (measured >= 1).then_some(status) }
+    })
+    .await;
+    wait_for_field(&ns, "analysed", "{.status.rollout.phase}", "Baking", ROLLOUT).await;
+    let baking = ns.tradingbot("analysed")["status"].clone();
+    assert_eq!(baking["currentVersion"], "perps-bot:v2");
+    assert_eq!(
+        baking["rollout"]["analysis"]["subject"], "prod",
+        "the bake measures prod"
+    );
+    wait_for_field(&ns, "analysed", "{.status.rollout.phase}", "Promoted", ROLLOUT).await;
+    let status = ns.tradingbot("analysed")["status"].clone();
+    let record = &status["rolloutHistory"][0];
+    assert_eq!(
+        (&record["revision"], &record["version"], &record["outcome"]),
+        (&json!(1), &json!("perps-bot:v2"), &json!("Promoted")),
+        "{record}"
+    );
+    assert_eq!(record["previousVersion"], "perps-bot:dev");
+    let reasons: Vec<String> = ns.events_for("analysed").into_iter().map(|(_, r, _)| r).collect();
+    for reason in [
+        "RolloutStarted",
+        "CanaryReady",
+        "AnalysisPassed",
+        "CanaryPassed",
+        "Promoting",
+        "Baking",
+        "RolloutPromoted",
+    ] {
+        assert!(reasons.iter().any(|r| r == reason), "no {reason} event in {reasons:?}");
+    }
+    let kinds = history_kinds(&status);
+    assert!(
+        kinds.contains(&"RolloutStarted".into()) && kinds.contains(&"RolloutPromoted".into()),
+        "{kinds:?}"
+    );
+    let started = status["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "RolloutStarted")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        started["who"], "kubectl-patch",
+        "the field manager that set spec.image: {started}"
+    );
+    wait_for_prod_traders(&exchange, &ns, "analysed", 2).await;
+    assert_prod_never_overlapped(&exchange, &ns, "analysed", 2);
+}
+
+#[tokio::test]
+async fn a_guard_trip_during_the_bake_rolls_prod_back_stop_then_start() {
+    let (exchange, ns, _mover) = setup("pd-bake", "baked", spec(600)).await;
+    ns.kubectl(&[
+        "patch",
+        "tb",
+        "baked",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"image":"perps-bot:v2"}}"#,
+    ]);
+    wait_for_field(&ns, "baked", "{.status.rollout.phase}", "Baking", ROLLOUT).await;
+    // The old prod and the new one have both traded before anything goes wrong.
+    wait_for_prod_traders(&exchange, &ns, "baked", 2).await;
+    let new_prod = pod_field(&ns, "baked", "{.metadata.uid}");
+    exchange.freeze(true);
+    wait_for_field(&ns, "baked", "{.status.rollout.phase}", "RollingBack", ROLLOUT).await;
+    // A bot is ready only on fresh market data: the market recovers for the old version to start.
+    exchange.freeze(false);
+    wait_for_field(&ns, "baked", "{.status.rollout.phase}", "RolledBack", ROLLOUT).await;
+    let status = ns.tradingbot("baked")["status"].clone();
+    assert_eq!(
+        status["currentVersion"], "perps-bot:dev",
+        "prod is back on the previous version"
+    );
+    assert_eq!(
+        pod_field(&ns, "baked", "{.metadata.annotations.trading\\.gpttrader\\.io/version}"),
+        "perps-bot:dev"
+    );
+    assert_ne!(
+        pod_field(&ns, "baked", "{.metadata.uid}"),
+        new_prod,
+        "a new pod, after the old one stopped"
+    );
+    let record = &status["rolloutHistory"][0];
+    assert_eq!(
+        (&record["version"], &record["outcome"]),
+        (&json!("perps-bot:v2"), &json!("RolledBack"))
+    );
+    let reason = record["reason"].as_str().unwrap();
+    assert!(reason.contains("guard trip of prod during the bake"), "{reason}");
+    assert!(
+        ns.events_for("baked")
+            .iter()
+            .any(|(kind, r, _)| kind == "Warning" && r == "RollingBack")
+    );
+    assert!(history_kinds(&status).contains(&"RolledBack".to_string()));
+    // The trip is acknowledged; the rolled back version is not retried.
+    acknowledge_all(&ns, "baked").await;
+    wait_for_prod_traders(&exchange, &ns, "baked", 3).await;
+    let start = operator_reconciliations(&ns).await;
+    eventually(Duration::from_secs(120), "10 more reconciles", || async {
+        (operator_reconciliations(&ns).await >= start + 10.0).then_some(())
+    })
+    .await;
+    let status = ns.tradingbot("baked")["status"].clone();
+    assert_eq!(status["rollout"]["phase"], "RolledBack");
+    assert!(status["canaryVersion"].is_null(), "v2 is not tried again by itself");
+    assert_prod_never_overlapped(&exchange, &ns, "baked", 3);
+}
+
+#[tokio::test]
+async fn a_canary_that_makes_no_progress_aborts_at_its_deadline() {
+    let mut spec = spec(30);
+    spec["rollout"]["progressDeadlineSeconds"] = json!(30);
+    let (exchange, ns, _mover) = setup("pd-deadline", "stuck", spec).await;
+    let prod = pod_field(&ns, "stuck", "{.metadata.uid}");
+    // An image the node does not have: the canary never starts, it never restarts either.
+    ns.kubectl(&[
+        "patch",
+        "tb",
+        "stuck",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"image":"perps-bot:missing"}}"#,
+    ]);
+    wait_for_field(&ns, "stuck", "{.status.rollout.phase}", "CanaryStarting", ROLLOUT).await;
+    wait_for_field(&ns, "stuck", "{.status.rollout.phase}", "Aborted", ROLLOUT).await;
+    let status = ns.tradingbot("stuck")["status"].clone();
+    let message = status["rollout"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("progress deadline: the canary not ready within 30 s"),
+        "{message}"
+    );
+    assert_eq!(status["rolloutHistory"][0]["outcome"], "Aborted");
+    assert_eq!(pod_field(&ns, "stuck", "{.metadata.uid}"), prod, "prod untouched");
+    wait_for_prod_traders(&exchange, &ns, "stuck", 1).await;
+    assert_prod_never_overlapped(&exchange, &ns, "stuck", 1);
+}
