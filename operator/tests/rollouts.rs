@@ -37,7 +37,9 @@ fn spec(promotion: &str, min_duration: u32) -> Value {
 }
 
 /// The market keeps moving (±1 % every 4 s) for as long as the returned mover lives, so that every
-/// prod process trades and the no-overlap check has something to check.
+/// prod process trades and the no-overlap check has something to check. The first prod process
+/// has traded before this returns (a rollout that follows at once would otherwise replace it
+/// before its moving averages even warmed up).
 async fn setup(prefix: &str, name: &str, spec: Value) -> (PodExchange, TestNamespace, MarketMover) {
     let exchange = PodExchange::start().await;
     let mover = exchange.keep_moving(&["BTC-USD", "ETH-USD", "SOL-USD"], 1, Duration::from_secs(4));
@@ -54,6 +56,7 @@ async fn setup(prefix: &str, name: &str, spec: Value) -> (PodExchange, TestNames
         Duration::from_secs(30),
     )
     .await;
+    wait_for_prod_traders(&exchange, &ns, name, 1).await;
     (exchange, ns, mover)
 }
 
