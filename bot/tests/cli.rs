@@ -149,6 +149,31 @@ fn bad_configuration_exits_2_with_one_line_naming_the_problem() {
     assert_eq!(output.status.code(), Some(2), "clap refuses unknown profiles");
 }
 
+/// A bot id names a bot run by hand: beside a TradingBot's identity it is refused at start,
+/// before anything trades.
+#[test]
+fn a_bot_id_beside_a_tradingbot_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .args(["--profile", "dev", "--dev-fast", "--metrics-addr", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env_clear()
+        .envs([
+            ("TRADINGBOT_NAME", "btc"),
+            ("TRADINGBOT_NAMESPACE", "trading"),
+            ("PERPS_BOT_ID", "mine"),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("TradingBot btc") && stderr.contains("remove PERPS_BOT_ID"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("var").exists(), "nothing ran: no files written");
+}
+
 #[test]
 fn help_documents_every_flag() {
     let output = Command::new(BIN).arg("--help").output().unwrap();
@@ -174,6 +199,7 @@ fn help_documents_every_flag() {
         "--keep-orders-on-exit",
         "--disable-guards",
         "--account-interval",
+        "--bot-id",
     ] {
         assert!(help.contains(flag), "--help does not document {flag}");
     }
