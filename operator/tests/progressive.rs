@@ -8,8 +8,8 @@ mod support;
 
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::time::Duration;
+use support::order_log::*;
 use support::sim::{MarketMover, PodExchange};
 use support::*;
 use test_harness::{TestNamespace, eventually};
@@ -65,55 +65,6 @@ async fn setup(prefix: &str, name: &str, spec: Value) -> (PodExchange, TestNames
     )
     .await;
     (exchange, ns, mover)
-}
-
-/// The distinct prod processes of `bot` that placed orders, with their (first, last) order-log
-/// sequence numbers.
-fn prod_spans(exchange: &PodExchange, ns: &TestNamespace, bot: &str) -> BTreeMap<String, (u64, u64)> {
-    let prefix = format!("{}/{bot}/prod/", ns.name);
-    let mut spans: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for entry in exchange
-        .sim
-        .order_log()
-        .iter()
-        .filter(|e| e.order_id.is_some() && !e.replay)
-    {
-        let Some(instance) = entry.client_instance.as_deref().filter(|i| i.starts_with(&prefix)) else {
-            continue;
-        };
-        let span = spans.entry(instance.to_string()).or_insert((entry.seq, entry.seq));
-        span.0 = span.0.min(entry.seq);
-        span.1 = span.1.max(entry.seq);
-    }
-    spans
-}
-
-async fn wait_for_prod_traders(exchange: &PodExchange, ns: &TestNamespace, bot: &str, count: usize) {
-    eventually(
-        Duration::from_secs(240),
-        &format!("{count} prod processes of {bot} trading"),
-        || {
-            let traded = prod_spans(exchange, ns, bot).len();
-            async move { (traded >= count).then_some(()) }
-        },
-    )
-    .await;
-}
-
-/// No two prod processes ever traded at once, and at least `instances` of them traded.
-fn assert_prod_never_overlapped(exchange: &PodExchange, ns: &TestNamespace, bot: &str, instances: usize) {
-    let spans = prod_spans(exchange, ns, bot);
-    assert!(
-        spans.len() >= instances,
-        "only {} prod processes traded (expected {instances}): the check saw too little: {spans:?}",
-        spans.len()
-    );
-    let mut ordered: Vec<(u64, u64)> = spans.values().copied().collect();
-    ordered.sort();
-    for pair in ordered.windows(2) {
-        assert!(pair[0].1 < pair[1].0, "two prod processes traded at once: {spans:?}");
-    }
-    eprintln!("prod processes that traded, with their order-log spans: {spans:?}");
 }
 
 fn history_kinds(status: &Value) -> Vec<String> {
@@ -284,4 +235,99 @@ async fn a_canary_that_makes_no_progress_aborts_at_its_deadline() {
     assert_eq!(pod_field(&ns, "stuck", "{.metadata.uid}"), prod, "prod untouched");
     wait_for_prod_traders(&exchange, &ns, "stuck", 1).await;
     assert_prod_never_overlapped(&exchange, &ns, "stuck", 1);
+}
+
+/// A spec whose canary analysis measures only the mean cycle duration, with `metric`'s levels.
+fn spec_measuring(metric: Value) -> Value {
+    let mut spec = spec(30);
+    spec["rollout"]["analysis"] = json!({
+        "intervalSeconds": 5, "count": 3, "failureLimit": 0, "inconclusiveLimit": 0,
+        "metrics": [metric],
+    });
+    spec
+}
+
+/// The analysis decides on the cluster, from the canary's real metrics: a canary whose cycles are
+/// slower than its level aborts, and one too close to call pauses for a human; prod is untouched
+/// and keeps trading the old version in both.
+#[tokio::test]
+async fn a_failing_analysis_aborts_and_an_inconclusive_one_pauses() {
+    // No real cycle takes under a microsecond: the level fails, or is too close to call, at once.
+    let failing = spec_measuring(json!({"name": "CycleDuration", "max": "0.000001"}));
+    let vague = spec_measuring(json!({"name": "CycleDuration", "max": "600", "inconclusiveAbove": "0.000001"}));
+    let (exchange, ns, _mover) = setup("pd-verdicts", "failing", failing).await;
+    ns.apply(&bot("vague", vague)).unwrap();
+    wait_running(&ns, "vague").await;
+    wait_for_field(
+        &ns,
+        "vague",
+        "{.status.currentVersion}",
+        "perps-bot:dev",
+        Duration::from_secs(60),
+    )
+    .await;
+    let prods: Vec<String> = ["failing", "vague"]
+        .iter()
+        .map(|bot| pod_field(&ns, bot, "{.metadata.uid}"))
+        .collect();
+    for bot in ["failing", "vague"] {
+        ns.kubectl(&[
+            "patch",
+            "tb",
+            bot,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"image":"perps-bot:v2"}}"#,
+        ]);
+    }
+
+    wait_for_field(&ns, "failing", "{.status.rollout.phase}", "Aborted", ROLLOUT).await;
+    let status = ns.tradingbot("failing")["status"].clone();
+    let message = status["rollout"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("analysis failed: measurement 1/3 Failed (CycleDuration ")
+            && message.contains("> max 0.000001"),
+        "{message}"
+    );
+    assert!(
+        status["rollout"]["analysis"]["measurements"].as_u64().unwrap_or(0) >= 1,
+        "the canary was measured: {status}"
+    );
+    assert_eq!(status["rolloutHistory"][0]["outcome"], "Aborted");
+    assert_eq!(status["currentVersion"], "perps-bot:dev");
+
+    eventually(ROLLOUT, "the inconclusive canary paused", || {
+        let rollout = ns.tradingbot("vague")["status"]["rollout"].clone();
+        async move { (rollout["pause"]["reason"] == "AnalysisInconclusive").then_some(rollout) }
+    })
+    .await;
+    let status = ns.tradingbot("vague")["status"].clone();
+    assert_eq!(status["rollout"]["analysis"]["phase"], "Inconclusive", "{status}");
+    assert_eq!(status["rollout"]["phase"], "CanaryRunning", "waiting for a human");
+    assert!(
+        status["rollout"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("paused for a human")),
+        "{status}"
+    );
+    assert!(history_kinds(&status).iter().any(|k| k == "RolloutPaused"), "{status}");
+    let events = ns.events_for("vague");
+    assert!(
+        events.iter().any(|(_, reason, _)| reason == "AnalysisInconclusive"),
+        "{events:?}"
+    );
+    assert!(
+        ns.events_for("failing")
+            .iter()
+            .any(|(_, reason, _)| reason == "RolloutAborted"),
+        "the abort is an Event"
+    );
+
+    // Both prods untouched, still trading the old version.
+    for (bot, uid) in ["failing", "vague"].iter().zip(&prods) {
+        assert_eq!(&pod_field(&ns, bot, "{.metadata.uid}"), uid, "{bot}'s prod untouched");
+        assert_eq!(ns.tradingbot(bot)["status"]["currentVersion"], "perps-bot:dev");
+        wait_for_prod_traders(&exchange, &ns, bot, 1).await;
+    }
 }

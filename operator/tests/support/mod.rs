@@ -85,6 +85,7 @@ pub async fn namespace_with_operator(prefix: &str, values: Value) -> TestNamespa
     ns
 }
 pub mod hostbot;
+pub mod order_log;
 pub mod sim;
 
 /// A pod that only anchors a pod-bound token: the bot image running the paper exchange as a
