@@ -12,7 +12,12 @@ use tradingbot_crds::account::{AccountLimit, AccountLimits, TradingAccountStatus
 use tradingbot_crds::status::{Phase, RolloutPhase};
 
 /// Each bot's (namespace, name) and its (mode, phase, rollout phase).
-type BotIndex = HashMap<(String, String), (TradingMode, Phase, RolloutPhase)>;
+/// Every bot's last recorded state, and how many bots are in each (mode, phase).
+#[derive(Default)]
+struct BotIndex {
+    bots: HashMap<(String, String), (TradingMode, Phase, RolloutPhase)>,
+    counts: HashMap<(TradingMode, &'static str), i64>,
+}
 
 pub struct OperatorMetrics {
     registry: Registry,
@@ -176,36 +181,54 @@ impl OperatorMetrics {
                 ),
                 &["kind"]
             )),
-            index: Mutex::new(HashMap::new()),
+            index: Mutex::new(BotIndex::default()),
             registry,
         }
     }
 
-    /// Record a bot's mode, phase and rollout phase (None = the bot is gone).
+    /// Record a bot's mode, phase and rollout phase (None = the bot is gone). O(1) in the fleet's
+    /// size: the (mode, phase) counts move by one, and only this bot's rollout series change.
     pub fn record_bot(&self, namespace: &str, bot: &str, state: Option<(TradingMode, Phase, RolloutPhase)>) {
         let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
         let key = (namespace.to_string(), bot.to_string());
-        match state {
-            Some(state) => {
-                index.insert(key, state);
-            }
-            None => {
-                index.remove(&key);
-            }
+        let before = match state {
+            Some(state) => index.bots.insert(key, state),
+            None => index.bots.remove(&key),
+        };
+        if before == state {
+            return;
         }
-        self.bots.reset();
-        for phase in RolloutPhase::ALL {
+        if let Some((mode, phase, rollout)) = before {
+            self.count_bot(&mut index.counts, mode, phase, -1);
             let _ = self
                 .rollout_phase
-                .remove_label_values(&[namespace, bot, phase.as_str()]);
+                .remove_label_values(&[namespace, bot, rollout.as_str()]);
         }
-        for ((ns, name), (mode, phase, rollout)) in index.iter() {
-            self.bots.with_label_values(&[mode.as_str(), phase.as_str()]).inc();
-            if ns == namespace && name == bot {
-                self.rollout_phase
-                    .with_label_values(&[ns, name, rollout.as_str()])
-                    .set(1);
-            }
+        if let Some((mode, phase, rollout)) = state {
+            self.count_bot(&mut index.counts, mode, phase, 1);
+            self.rollout_phase
+                .with_label_values(&[namespace, bot, rollout.as_str()])
+                .set(1);
+        }
+    }
+
+    /// Move the number of bots in (mode, phase) by `delta`; a combination no bot is in has no series.
+    fn count_bot(
+        &self,
+        counts: &mut HashMap<(TradingMode, &'static str), i64>,
+        mode: TradingMode,
+        phase: Phase,
+        delta: i64,
+    ) {
+        let count = counts.entry((mode, phase.as_str())).or_default();
+        *count += delta;
+        if *count > 0 {
+            self.bots
+                .with_label_values(&[mode.as_str(), phase.as_str()])
+                .set(*count);
+        } else {
+            counts.remove(&(mode, phase.as_str()));
+            let _ = self.bots.remove_label_values(&[mode.as_str(), phase.as_str()]);
         }
     }
 
@@ -299,5 +322,20 @@ mod tests {
                 "tradingbot_operator_rollout_phase{namespace=\"a\",phase=\"CanaryRunning\",tradingbot=\"y\"} 1"
             )
         );
+        // A bot moving between states moves one count; a state no bot is in has no series.
+        m.record_bot(
+            "a",
+            "y",
+            Some((TradingMode::Normal, Phase::Running, RolloutPhase::Promoted)),
+        );
+        let text = m.render();
+        assert!(!text.contains("mode=\"Halted\""), "{text}");
+        assert!(!text.contains("phase=\"CanaryRunning\""), "{text}");
+        assert!(
+            text.contains("tradingbot_operator_rollout_phase{namespace=\"a\",phase=\"Promoted\",tradingbot=\"y\"} 1")
+        );
+        assert_eq!(m.bots.with_label_values(&["Normal", "Running"]).get(), 1);
+        m.record_bot("a", "y", None);
+        assert!(!m.render().contains("tradingbot_operator_rollout_phase{"));
     }
 }

@@ -287,13 +287,33 @@ impl Scraper {
         if !response.status().is_success() {
             return Err(format!("HTTP {}", response.status()));
         }
-        let text = response.text().await.map_err(|e| e.to_string())?;
+        let text = read_limited(response, MAX_METRICS_BODY).await?;
         let samples = parse::parse(&text);
         if samples.is_empty() {
             return Err("no samples in the response".into());
         }
         Ok(BotSample::from_samples(&samples))
     }
+}
+
+/// The largest metrics body the operator reads from one bot (a bot's page is a few KiB; a target
+/// that streams more is refused instead of costing the operator memory).
+pub const MAX_METRICS_BODY: usize = 1 << 20;
+
+/// The response body as text, refused once it exceeds `limit` bytes (announced or streamed).
+async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<String, String> {
+    let too_large = || format!("metrics body larger than {limit} bytes");
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).map_err(|_| "metrics body is not UTF-8".to_string())
 }
 
 /// Errors counted within `window`: the counter now minus its value at the window's start (a
@@ -321,6 +341,54 @@ fn errors_in_window(
 mod tests {
     use super::*;
     use rust_decimal_macros::dec;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A one-connection HTTP server answering `body`, announced with its length or chunked.
+    async fn serve_once(body: Vec<u8>, announce_length: bool) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 1024];
+            let _ = socket.read(&mut request).await;
+            let head = if announce_length {
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n".to_string()
+            };
+            let _ = socket.write_all(head.as_bytes()).await;
+            if announce_length {
+                let _ = socket.write_all(&body).await;
+            } else {
+                for part in body.chunks(64 * 1024) {
+                    let _ = socket.write_all(format!("{:x}\r\n", part.len()).as_bytes()).await;
+                    let _ = socket.write_all(part).await;
+                    let _ = socket.write_all(b"\r\n").await;
+                }
+                let _ = socket.write_all(b"0\r\n\r\n").await;
+            }
+        });
+        format!("http://{address}/metrics")
+    }
+
+    #[tokio::test]
+    async fn a_metrics_body_over_the_limit_is_refused_announced_or_streamed() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (scraper, _rx) = Scraper::new(Duration::from_secs(5), Arc::new(OperatorMetrics::new()));
+        let page = b"perps_bot_daily_loss 1\nperps_bot_trading_mode 0\n".to_vec();
+        let url = serve_once(page, false).await;
+        let sample = scraper.scrape_once(&url).await.unwrap();
+        assert_eq!(sample.daily_loss, Some(dec!(1)));
+        let huge = b"# padding\n".repeat(MAX_METRICS_BODY / 10 + 1);
+        for announce_length in [true, false] {
+            let url = serve_once(huge.clone(), announce_length).await;
+            let error = scraper.scrape_once(&url).await.unwrap_err();
+            assert_eq!(error, format!("metrics body larger than {MAX_METRICS_BODY} bytes"));
+        }
+    }
 
     #[test]
     fn sample_reads_the_contract_metrics() {
