@@ -79,6 +79,27 @@ pub fn totals(bots: &[BotFigures]) -> AccountTotals {
     }
 }
 
+/// The bots whose figures are not in the totals yet (`namespace/name`).
+fn silent_bots(bots: &[BotFigures]) -> Vec<String> {
+    bots.iter()
+        .filter(|b| !b.reporting())
+        .map(|b| format!("{}/{}", b.namespace, b.name))
+        .collect()
+}
+
+/// Why the totals cannot release a trip, if they cannot: a bot that is not reporting yet (just
+/// created, or the operator just restarted and has not scraped it) adds nothing to them, so they
+/// could hide the very loss or exposure that tripped the account.
+fn incomplete_totals(bots: &[BotFigures]) -> Option<String> {
+    let silent = silent_bots(bots);
+    (!silent.is_empty()).then(|| {
+        format!(
+            "the totals are incomplete until every bot reports (no metrics yet from {})",
+            silent.join(", ")
+        )
+    })
+}
+
 fn release_recovered(
     trips: &mut Vec<AccountTrip>,
     limits: &account::AccountLimits,
@@ -114,11 +135,12 @@ fn release_recovered(
     }
 }
 
-/// Process the `ack-trip` annotation, once per value.
+/// Process the `ack-trip` annotation, once per value (refused while the totals are incomplete).
 fn acknowledge(
     account: &TradingAccount,
     trips: &mut Vec<AccountTrip>,
     totals: &AccountTotals,
+    incomplete: Option<&str>,
     now: &str,
     notices: &mut Vec<Notice>,
 ) -> Option<AckRecord> {
@@ -137,9 +159,12 @@ fn acknowledge(
     let id = value.split('@').next().unwrap_or_default().to_string();
     let outcome = match trips.iter().find(|t| t.id == id) {
         None => Err(format!("no latched account trip has id {id:?}")),
-        Some(trip) => account::has_recovered(trip, &account.spec.limits, totals)
-            .map(|()| trip.clone())
-            .map_err(|why| format!("trip {id} not released: {why}")),
+        Some(trip) => match incomplete {
+            Some(why) => Err(why.to_string()),
+            None => account::has_recovered(trip, &account.spec.limits, totals),
+        }
+        .map(|()| trip.clone())
+        .map_err(|why| format!("trip {id} not released: {why}")),
     };
     let (result, guard, message) = match outcome {
         Ok(trip) => {
@@ -219,11 +244,7 @@ fn conditions(
     generation: Option<i64>,
     now: Timestamp,
 ) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    let silent: Vec<String> = bots
-        .iter()
-        .filter(|b| !b.reporting())
-        .map(|b| format!("{}/{}", b.namespace, b.name))
-        .collect();
+    let silent = silent_bots(bots);
     let reporting = if silent.is_empty() {
         Wanted::new(
             types::REPORTING,
@@ -279,12 +300,24 @@ pub fn decide(input: &AccountInputs<'_>, memory: &mut AccountMemory) -> AccountD
         ));
     }
     trips.extend(tripped.iter().cloned());
+    let incomplete = incomplete_totals(input.bots);
     let scrapes: u64 = input.bots.iter().map(|b| b.scrapes).sum();
     if scrapes > memory.scrapes_seen {
-        release_recovered(&mut trips, limits, &totals, memory, &mut notices);
+        if incomplete.is_none() {
+            release_recovered(&mut trips, limits, &totals, memory, &mut notices);
+        } else {
+            memory.streaks.clear();
+        }
     }
     memory.scrapes_seen = scrapes;
-    let last_ack = acknowledge(account, &mut trips, &totals, &now_text, &mut notices);
+    let last_ack = acknowledge(
+        account,
+        &mut trips,
+        &totals,
+        incomplete.as_deref(),
+        &now_text,
+        &mut notices,
+    );
     let (mode, sources, reason) = account_mode(account, &trips);
     let generation = account.metadata.generation;
     let new = TradingAccountStatus {
@@ -433,6 +466,54 @@ mod tests {
         a.status = Some(once.status);
         let twice = run(&a, &[bot("a", 100, 3)], &mut memory);
         assert_eq!(twice.status.mode, Some(TradingMode::Normal));
+    }
+
+    fn silent(name: &str) -> BotFigures {
+        BotFigures {
+            namespace: "trading".into(),
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    /// After an operator restart (or a new bot), a bot not scraped yet adds nothing to the totals:
+    /// they could hide the exposure that tripped the account, so nothing releases on them.
+    #[test]
+    fn no_release_while_a_bot_is_not_reporting() {
+        for resume in [ResumePolicy::Manual, ResumePolicy::Auto] {
+            let mut a = account("1200", resume);
+            let mut memory = AccountMemory::default();
+            let d = run(&a, &[bot("a", 700, 1), bot("b", 700, 1)], &mut memory);
+            let id = d.status.trips[0].id.clone();
+            a.status = Some(d.status);
+            a.metadata.annotations = Some(Map::from([(names::ANNOTATION_ACK_TRIP.to_string(), id.clone())]));
+            // The operator restarted: fresh memory, b not scraped yet, a small on its own.
+            let mut memory = AccountMemory::default();
+            for scrapes in 2..6 {
+                let d = run(&a, &[bot("a", 100, scrapes), silent("b")], &mut memory);
+                assert_eq!(d.status.mode, Some(TradingMode::ReduceOnly), "{resume:?}");
+                assert_eq!(d.status.trips.len(), 1);
+                if resume == ResumePolicy::Manual {
+                    let ack = d.status.last_ack.clone().unwrap();
+                    assert_eq!(ack.result, AckResult::Refused);
+                    assert!(
+                        ack.message.contains("incomplete") && ack.message.contains("trading/b"),
+                        "{ack:?}"
+                    );
+                }
+            }
+            // b reports again, still large: the trip stays; small: it can go.
+            let d = run(&a, &[bot("a", 100, 6), bot("b", 1200, 1)], &mut memory);
+            assert_eq!(d.status.mode, Some(TradingMode::ReduceOnly));
+            a.metadata.annotations = Some(Map::from([(names::ANNOTATION_ACK_TRIP.to_string(), format!("{id}@2"))]));
+            let mut released = None;
+            for scrapes in 7..10 {
+                let d = run(&a, &[bot("a", 100, scrapes), bot("b", 100, scrapes)], &mut memory);
+                released = released.or((d.status.mode == Some(TradingMode::Normal)).then_some(scrapes));
+                a.status = Some(d.status);
+            }
+            assert!(released.is_some(), "{resume:?}: released once complete and recovered");
+        }
     }
 
     #[test]
