@@ -523,7 +523,9 @@ class AllFeatures(unittest.TestCase):
                        "histogram_quantile(0.5, sum by (pod, le) (rate(perps_bot_cycle_duration_seconds_bucket",
                        "histogram_quantile(0.95, sum by (pod, le) (rate(perps_bot_cycle_duration_seconds_bucket",
                        "perps_bot_cycle_errors_total", "tradingbot_operator_rollout_phase",
-                       "tradingbot_operator_scrape_failures_total"):
+                       "tradingbot_operator_scrape_failures_total", "tradingbot_operator_account_mode",
+                       "tradingbot_operator_account_value", "tradingbot_operator_account_limit",
+                       "tradingbot_operator_account_trips_total"):
             self.assertIn(needed, joined)
         self.assertEqual(unknown_metric_names(text, self.names, self.histograms), set())
         for expr in exprs:
