@@ -35,8 +35,9 @@ claim_cluster_for_this_run
 step "format and lints"
 make lint
 
-step "the CRD YAML, the chart's copy and docs/CRD_REFERENCE.md are what make crds generates"
-GENERATED=(crds/tradingbot.crd.yaml charts/tradingbot-operator/files/tradingbot.crd.yaml docs/CRD_REFERENCE.md)
+step "the CRD YAMLs, the chart's copies and docs/CRD_REFERENCE.md are what make crds generates"
+GENERATED=(crds/tradingbot.crd.yaml charts/tradingbot-operator/files/tradingbot.crd.yaml
+  crds/tradingaccount.crd.yaml charts/tradingbot-operator/files/tradingaccount.crd.yaml docs/CRD_REFERENCE.md)
 before=$(sha256sum "${GENERATED[@]}")
 make crds
 [[ $(sha256sum "${GENERATED[@]}") == "$before" ]] || die "make crds changed ${GENERATED[*]}: commit its output"
