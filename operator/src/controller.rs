@@ -72,16 +72,60 @@ where
 
 /// A reflector store of `K` and the stream that feeds it (to trigger owners). Watch errors are
 /// logged (a cache that cannot fill says why, instead of keeping the operator unready silently).
-fn reflect<K>(api: Api<K>) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+fn reflect<K>(
+    api: Api<K>,
+) -> (
+    Store<K>,
+    Filled,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
+    let (mark, filled) = Filled::signal();
     let stream = reflector::reflector(writer, watcher(api, managed()).modify(without_managed_fields))
+        .inspect_ok(mark)
         .inspect_err(log_watch_error::<K>)
         .default_backoff()
         .touched_objects();
-    (store, stream)
+    (store, filled, stream)
+}
+
+/// Set once a reflector's store holds its initial list (the watcher's `InitDone` has been
+/// applied), for any number of waiters.
+///
+/// Not `Store::wait_until_ready`: kube-runtime keeps the readiness of all clones of a store in
+/// one oneshot receiver, which remembers only the waker of its last poller, so of several tasks
+/// waiting at once only the last is woken. The Controller itself waits on the TradingBot and
+/// TradingAccount stores; a second waiter there (this readiness gate) was woken only by its own
+/// next timer: the 120 s cache-sync bound at first (the operator unready for about two minutes
+/// after start), then the 5 s late-cache log.
+#[derive(Clone)]
+pub struct Filled(watch::Receiver<bool>);
+
+impl Filled {
+    /// The signal and what sets it, to run on every event of the reflector's stream.
+    fn signal<K>() -> (impl FnMut(&watcher::Event<K>) + Send + 'static, Filled) {
+        let (tx, rx) = watch::channel(false);
+        let mark = move |event: &watcher::Event<K>| {
+            if matches!(event, watcher::Event::InitDone) {
+                tx.send_replace(true);
+            }
+        };
+        (mark, Filled(rx))
+    }
+
+    /// Resolves once filled; never if the reflector is gone first (the controller stopped).
+    fn wait(self) -> BoxFuture<'static, ()> {
+        let mut rx = self.0;
+        async move {
+            if rx.wait_for(|filled| *filled).await.is_err() {
+                futures::future::pending::<()>().await;
+            }
+        }
+        .boxed()
+    }
 }
 
 fn log_watch_error<K: Resource<DynamicType = ()>>(error: &watcher::Error) {
@@ -90,19 +134,6 @@ fn log_watch_error<K: Resource<DynamicType = ()>>(error: &watcher::Error) {
 
 /// How long a controller may take to fill its caches before the operator gives up and exits.
 pub const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn ready<K: Resource + Clone + Send + Sync + 'static>(store: Store<K>) -> BoxFuture<'static, ()>
-where
-    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
-{
-    async move {
-        // An error means the writer is gone (the controller stopped): never ready.
-        if store.wait_until_ready().await.is_err() {
-            futures::future::pending::<()>().await;
-        }
-    }
-    .boxed()
-}
 
 /// How long a cache may take before the operator names it in a warning (then again each time
 /// as long again passes).
@@ -175,13 +206,21 @@ pub struct ControllerOptions {
 }
 
 /// The child caches of one scope and the streams feeding them.
-fn child_caches(client: &Client, ns: Option<&str>) -> (Stores, Vec<ChildEvents>) {
-    let (pods, pod_events) = reflect(scoped::<Pod>(client, ns));
-    let (config_maps, cm_events) = reflect(scoped::<PartialObjectMeta<ConfigMap>>(client, ns));
-    let (services, svc_events) = reflect(scoped::<PartialObjectMeta<Service>>(client, ns));
-    let (service_accounts, sa_events) = reflect(scoped::<PartialObjectMeta<ServiceAccount>>(client, ns));
-    let (roles, role_events) = reflect(scoped::<PartialObjectMeta<Role>>(client, ns));
-    let (role_bindings, rb_events) = reflect(scoped::<PartialObjectMeta<RoleBinding>>(client, ns));
+fn child_caches(client: &Client, ns: Option<&str>) -> (Stores, Vec<(&'static str, Filled)>, Vec<ChildEvents>) {
+    let (pods, pods_filled, pod_events) = reflect(scoped::<Pod>(client, ns));
+    let (config_maps, cms_filled, cm_events) = reflect(scoped::<PartialObjectMeta<ConfigMap>>(client, ns));
+    let (services, svcs_filled, svc_events) = reflect(scoped::<PartialObjectMeta<Service>>(client, ns));
+    let (service_accounts, sas_filled, sa_events) = reflect(scoped::<PartialObjectMeta<ServiceAccount>>(client, ns));
+    let (roles, roles_filled, role_events) = reflect(scoped::<PartialObjectMeta<Role>>(client, ns));
+    let (role_bindings, rbs_filled, rb_events) = reflect(scoped::<PartialObjectMeta<RoleBinding>>(client, ns));
+    let filled = vec![
+        ("pods", pods_filled),
+        ("configmaps", cms_filled),
+        ("services", svcs_filled),
+        ("serviceaccounts", sas_filled),
+        ("roles", roles_filled),
+        ("rolebindings", rbs_filled),
+    ];
     let stores = Stores {
         pods,
         config_maps,
@@ -198,7 +237,7 @@ fn child_caches(client: &Client, ns: Option<&str>) -> (Stores, Vec<ChildEvents>)
         ChildEvents::Roles(role_events.boxed()),
         ChildEvents::RoleBindings(rb_events.boxed()),
     ];
-    (stores, events)
+    (stores, filled, events)
 }
 
 type Events<K> = futures::stream::BoxStream<'static, Result<K, watcher::Error>>;
@@ -215,21 +254,14 @@ enum ChildEvents {
 
 /// The caches whose initial list must be complete before anything is reconciled.
 fn readiness(
-    stores: &Stores,
-    bots: Store<TradingBot>,
-    accounts: Option<Store<TradingAccount>>,
+    children: Vec<(&'static str, Filled)>,
+    bots: Filled,
+    accounts: Option<Filled>,
 ) -> Vec<(&'static str, BoxFuture<'static, ()>)> {
-    let mut caches: Vec<(&'static str, BoxFuture<'static, ()>)> = vec![
-        ("tradingbots", ready(bots)),
-        ("pods", ready(stores.pods.clone())),
-        ("configmaps", ready(stores.config_maps.clone())),
-        ("services", ready(stores.services.clone())),
-        ("serviceaccounts", ready(stores.service_accounts.clone())),
-        ("roles", ready(stores.roles.clone())),
-        ("rolebindings", ready(stores.role_bindings.clone())),
-    ];
+    let mut caches = vec![("tradingbots", bots.wait())];
+    caches.extend(children.into_iter().map(|(name, filled)| (name, filled.wait())));
     if let Some(accounts) = accounts {
-        caches.push(("tradingaccounts", ready(accounts)));
+        caches.push(("tradingaccounts", accounts.wait()));
     }
     caches
 }
@@ -260,17 +292,19 @@ fn gate_on_caches(caches: Vec<(&'static str, BoxFuture<'static, ()>)>, synced: A
 }
 
 /// A reflector of `K` (all of them in the scope), its store and its stream of changes.
-fn reflect_all<K>(api: Api<K>) -> (Store<K>, Events<K>)
+fn reflect_all<K>(api: Api<K>) -> (Store<K>, Filled, Events<K>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
+    let (mark, filled) = Filled::signal();
     let stream = reflector::reflector(writer, watcher(api, watch_config()).modify(without_managed_fields))
+        .inspect_ok(mark)
         .inspect_err(log_watch_error::<K>)
         .default_backoff()
         .applied_objects()
         .boxed();
-    (store, stream)
+    (store, filled, stream)
 }
 
 async fn log_results<T: Debug, E: std::fmt::Display>(result: Result<T, E>) {
@@ -298,14 +332,14 @@ pub async fn run(
         accounts,
     } = options;
     let ns = namespace.as_deref();
-    let (stores, child_events) = child_caches(&client, ns);
-    let (bot_store, bot_stream) = reflect_all(scoped::<TradingBot>(&client, ns));
-    let (account_store, account_stream) = match accounts {
+    let (stores, children_filled, child_events) = child_caches(&client, ns);
+    let (bot_store, bots_filled, bot_stream) = reflect_all(scoped::<TradingBot>(&client, ns));
+    let (account_store, accounts_filled, account_stream) = match accounts {
         true => {
-            let (store, stream) = reflect_all(scoped::<TradingAccount>(&client, ns));
-            (Some(store), Some(stream))
+            let (store, filled, stream) = reflect_all(scoped::<TradingAccount>(&client, ns));
+            (Some(store), Some(filled), Some(stream))
         }
-        false => (None, None),
+        false => (None, None, None),
     };
     let (bot_tx, bot_rx) = mpsc::unbounded_channel();
     let (account_tx, account_rx) = mpsc::unbounded_channel();
@@ -326,7 +360,7 @@ pub async fn run(
     ));
     let scope = ns.unwrap_or("(all)").to_string();
     gate_on_caches(
-        readiness(&stores, bot_store.clone(), account_store.clone()),
+        readiness(children_filled, bots_filled, accounts_filled),
         synced.clone(),
         scope.clone(),
     );
@@ -414,6 +448,58 @@ async fn watch_service_monitor_api(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reflector over events sent by hand, driven in the background; its store and signal.
+    fn hand_fed_reflector() -> (
+        Store<ConfigMap>,
+        Filled,
+        futures::channel::mpsc::UnboundedSender<watcher::Event<ConfigMap>>,
+    ) {
+        let (store, writer) = reflector::store::<ConfigMap>();
+        let (mark, filled) = Filled::signal();
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let stream = reflector::reflector(writer, rx.map(Ok::<_, watcher::Error>)).inspect_ok(mark);
+        tokio::spawn(stream.for_each(|_| async {}));
+        (store, filled, tx)
+    }
+
+    /// Why the gate has a signal of its own: of two tasks waiting on one store's readiness (the
+    /// Controller and a gate), kube-runtime wakes only the one that polled last.
+    #[tokio::test]
+    async fn a_store_wakes_only_the_last_of_two_waiters_the_signal_wakes_all() {
+        let (store, filled, tx) = hand_fed_reflector();
+        let first = tokio::spawn({
+            let store = store.clone();
+            async move { store.wait_until_ready().await.is_ok() }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let last = tokio::spawn({
+            let store = store.clone();
+            async move { store.wait_until_ready().await.is_ok() }
+        });
+        let gates: Vec<_> = (0..3).map(|_| tokio::spawn(filled.clone().wait())).collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tx.unbounded_send(watcher::Event::Init).unwrap();
+        tx.unbounded_send(watcher::Event::InitDone).unwrap();
+        for gate in gates {
+            tokio::time::timeout(Duration::from_secs(2), gate)
+                .await
+                .expect("every gate woken at once")
+                .unwrap();
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_secs(2), last)
+                .await
+                .expect("the last waiter woken")
+                .unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !first.is_finished(),
+            "kube-runtime now wakes every waiter: the gate could wait on the stores again"
+        );
+        first.abort();
+    }
 
     #[tokio::test]
     async fn caches_that_never_fill_are_named_after_the_timeout() {
