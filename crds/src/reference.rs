@@ -340,29 +340,29 @@ fn annotations_section(out: &mut Doc) {
         names::ANNOTATION_ACK_TRIP
     ));
     out.line(format!(
-        "| `{}` | TradingBot | you (`kubectl tradingbot halt`, `reduce-only`) | An emergency brake Git never \
+        "| `{}` | TradingBot | you (the plugin `kubectl-tradingbot`: `halt`, `reduce-only`) | An emergency brake Git never \
          carries: `Halted` or `ReduceOnly` (any other value halts). The bot is at least that restricted \
-         until the annotation is removed (`kubectl tradingbot resume`); neither the operator nor a GitOps \
+         until the annotation is removed (the plugin's `resume`); neither the operator nor a GitOps \
          sync (client-side or server-side apply of a manifest without it) removes it. `status.brake` says \
          who set it and why. |",
         names::ANNOTATION_BRAKE
     ));
     out.line(format!(
-        "| `{}` | TradingBot | you (`kubectl tradingbot promote`, `abort`, `retry`, `pause`, `unpause`, `undo`) | A \
+        "| `{}` | TradingBot | you (the plugin: `promote`, `abort`, `retry`, `pause`, `unpause`, `undo`) | A \
          rollout action: `promote`, `promote-full`, `abort`, `retry`, `pause`, `resume`, `undo` or \
          `undo:<revision>`, optionally followed by `@` and any text. A value is processed once, when it \
          differs from `status.lastAction.value`; the outcome is recorded there and in `status.history`. |",
         names::ANNOTATION_ROLLOUT_ACTION
     ));
     out.line(format!(
-        "| `{}<action>` | TradingBot | `kubectl tradingbot` | Who asked for the action in annotation \
+        "| `{}<action>` | TradingBot | the plugin `kubectl-tradingbot` | Who asked for the action in annotation \
          `trading.gpttrader.io/<action>` and why: JSON `{{\"value\", \"by\", \"reason\", \"at\"}}`, used by the \
          operator for `status.history` when `value` is the action's current value (without it, the audit \
          trail names the field manager that set the action). |",
         names::AUDIT_ANNOTATION_PREFIX
     ));
     out.line(format!(
-        "| `{}` | TradingBot | you (`kubectl tradingbot flatten`) | Asks the running bot to close its own \
+        "| `{}` | TradingBot | you (the plugin's `flatten`) | Asks the running bot to close its own \
          positions with reduce-only orders, once per value (a request id). |",
         names::ANNOTATION_FLATTEN
     ));

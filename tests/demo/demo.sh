@@ -30,9 +30,11 @@ cluster_claim "$TB_RUN_ID"
 export KUBECONFIG=$TB_KUBECONFIG
 export PATH=$TB_CLUSTER_DIR/bin:$PATH
 
-step 2 "Container images (perps-bot, tradingbot-operator, exchange-sim)"
+step 2 "Container images (perps-bot, tradingbot-operator, exchange-sim) and the kubectl plugin"
 tests/images/build-images.sh >/dev/null
 cat target/images/images.txt
+# kubectl tradingbot, next to the cluster's kubectl (on the PATH the demo prints below).
+make -s plugin PLUGIN_DIR="$TB_CLUSTER_DIR/bin" PLUGIN_PROFILE=dev
 
 step 3 "Coinbase exchange simulator (as a pod) and an API key for the bots"
 mkdir -p "$DEMO_DIR"
@@ -94,17 +96,27 @@ printf '  export KUBECONFIG=%s PATH=%s/bin:$PATH SIM=%s DEMO_NS=%s\n' "$TB_KUBEC
 # The README shows the same commands (tests/e2e/tests/docs_commands.rs checks they match).
 cat <<'TRY'
 
-  # Restrict a bot in an incident (reaches the running bot within a second, no restart):
+  # kubectl tradingbot: the fleet, an emergency brake (no GitOps sync undoes it), one bot in
+  # full, and who did what:
+  kubectl tradingbot get -n $DEMO_NS
+  kubectl tradingbot halt dev-bot -n $DEMO_NS --reason "trying the brake"
+  kubectl tradingbot status dev-bot -n $DEMO_NS
+  kubectl tradingbot resume dev-bot -n $DEMO_NS --reason "done trying"
+  kubectl tradingbot history dev-bot -n $DEMO_NS
+
+  # The same with kubectl (a spec field: reaches the running bot within a second, but Git owns it):
   kubectl -n $DEMO_NS patch tb dev-bot --type merge -p '{"spec":{"reduceOnly":true}}'
   kubectl -n $DEMO_NS get tb -o wide
 
   # Inject a price shock into the exchange simulator (watch the guards react):
   curl -s -X POST http://$SIM/admin/faults -H 'content-type: application/json' -d '{"price_shock":{"product_id":"BTC-USD","percent":-10}}'
 
-  # Roll out a new version: a canary first, then promote it with a Git-style change:
+  # Roll out a new version: a canary first (watch it live, Ctrl-C ends the watch), then promote
+  # it once it passes (the GitOps way instead: commit spec.rollout.approvedVersion):
   kubectl -n $DEMO_NS patch tb btc-canary --type merge -p '{"spec":{"image":"perps-bot:v2"}}'
+  kubectl tradingbot get btc-canary -n $DEMO_NS -w
   kubectl -n $DEMO_NS get tb btc-canary -o jsonpath='{.status.rollout.phase}{"\n"}'
-  kubectl -n $DEMO_NS patch tb btc-canary --type merge -p '{"spec":{"rollout":{"approvedVersion":"perps-bot:v2"}}}'
+  kubectl tradingbot promote btc-canary -n $DEMO_NS --reason "canary looks good"
 
   # Remove everything:
   make demo-down

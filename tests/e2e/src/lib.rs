@@ -311,3 +311,38 @@ pub async fn get(url: &str) -> Option<String> {
     response.status().is_success().then_some(())?;
     response.text().await.ok()
 }
+
+/// Wait until the acknowledgement of `trip` on `bot` is accepted, after the annotation was set
+/// to `value`. The operator may have judged it on a scrape from before the recovery; as the
+/// runbook says, a refused acknowledgement is retried with a new value (`<trip>@<anything>`):
+/// each refusal of the current value sets the next one. A wait on the operator's answers, not
+/// on time.
+pub async fn accept_trip(ns: &TestNamespace, bot: &str, trip: &str, value: &str) {
+    let mut attempt = 0;
+    let mut current = value.to_string();
+    eventually(
+        Duration::from_secs(90),
+        &format!("the acknowledgement of {trip} accepted"),
+        || {
+            let got = ns
+                .kubectl_result(&[
+                    "get",
+                    "tb",
+                    bot,
+                    "-o",
+                    "jsonpath={.status.lastAck.result} {.status.lastAck.value}",
+                ])
+                .unwrap_or_default();
+            let (result, answered) = got.trim().split_once(' ').unwrap_or_default();
+            let accepted = result == "Accepted" && answered == current;
+            if result == "Refused" && answered == current {
+                attempt += 1;
+                current = format!("{trip}@retry-{attempt}");
+                let annotation = format!("trading.gpttrader.io/ack-trip={current}");
+                ns.kubectl(&["annotate", "tb", bot, "--overwrite", &annotation]);
+            }
+            async move { accepted.then_some(()) }
+        },
+    )
+    .await;
+}

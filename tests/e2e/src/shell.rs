@@ -149,6 +149,19 @@ impl Shell {
         }
     }
 
+    /// Run `command`, which must answer with exit `code` (a documented refusal, say); returns
+    /// its stderr. A command that gave its documented answer counts as run.
+    pub fn sh_fails(&self, command: &str, code: i32) -> String {
+        match self.run(command) {
+            Ok(stdout) => panic!("`{command}` succeeded, expected exit {code}:\n{stdout}"),
+            Err(failed) => {
+                assert_eq!(failed.status, format!("exit status: {code}"), "`{command}`: {failed:?}");
+                record(command);
+                failed.stderr
+            }
+        }
+    }
+
     /// Run `command`, panicking with its output when it fails.
     pub fn sh(&self, command: &str) -> String {
         self.run(command).unwrap_or_else(|e| panic!("{e}"))

@@ -93,6 +93,12 @@ impl Docs {
         self.shell.sh(command)
     }
 
+    /// Run a documented command that must answer with exit `code`; returns its stderr.
+    fn sh_fails(&self, command: &str, code: i32) -> String {
+        self.documented(command);
+        self.shell.sh_fails(command, code)
+    }
+
     /// Run a documented command from `dir`.
     fn sh_in(&self, dir: &std::path::Path, command: &str) -> String {
         self.documented(command);
@@ -100,7 +106,6 @@ impl Docs {
     }
 
     /// Start a documented command that keeps running (a server); see `Background::confirm`.
-    #[allow(dead_code)] // for servers the docs show; none is run yet
     fn spawn(&self, dir: &std::path::Path, command: &str, log: &std::path::Path) -> e2e::shell::Background {
         self.documented(command);
         self.shell.in_dir(dir).spawn(command, log)
@@ -210,12 +215,15 @@ async fn every_documented_command_runs() {
     }
     docs.var("NS", &demo_ns.name);
     docs.var("OPNS", &op_ns.name);
+    docs.var("REASON", "runbook walkthrough");
+    docs.var("REQUEST_ID", "runbook-walkthrough-1");
     docs.var("ARGOCD_NS", &argocd_ns.name);
 
     let sim = make_demo(&mut docs).await;
     demo_commands(&docs, &demo_ns).await;
-    make_targets(&docs);
+    rollout_actions(&mut docs, &demo_ns).await;
     let scratch = Scratch::new("docs");
+    make_targets(&mut docs, &scratch);
     new_bots_and_keys(&mut docs, &demo_ns, &sim, &scratch).await;
     daily_checklist(&mut docs, &demo_ns).await;
     recovery_flow(&docs, &demo_ns).await;
@@ -225,7 +233,7 @@ async fn every_documented_command_runs() {
     monitoring_commands(&mut docs, &demo_ns).await;
     account_playbook(&mut docs, &demo_ns, &sim).await;
     argocd_commands(&docs, &argocd_ns);
-    bot_cli(&docs, &scratch);
+    bot_cli(&docs, &scratch).await;
     api_names(&docs);
     make_demo_down(&docs, &mut demo, argocd_ns, &[&demo_ns.name, &op_ns.name]).await;
     docs.check_every_command_ran();
@@ -328,6 +336,7 @@ async fn demo_commands(docs: &Docs, demo_ns: &TestNamespace) {
         async move { (phases.matches("Running").count() == 2).then_some(()) }
     })
     .await;
+    plugin_on_the_demo(docs).await;
     docs.sh(r#"kubectl -n $DEMO_NS patch tb dev-bot --type merge -p '{"spec":{"reduceOnly":true}}'"#);
     docs.sh_until(
         "kubectl -n $DEMO_NS get tb -o wide",
@@ -340,19 +349,122 @@ async fn demo_commands(docs: &Docs, demo_ns: &TestNamespace) {
     assert!(shock.contains("frozen_products"), "{shock}");
     docs.sh(r#"kubectl -n $DEMO_NS patch tb btc-canary --type merge -p '{"spec":{"image":"perps-bot:v2"}}'"#);
     let phase = r#"kubectl -n $DEMO_NS get tb btc-canary -o jsonpath='{.status.rollout.phase}{"\n"}'"#;
+    let log = std::env::temp_dir().join(format!("docs-get-w-{}.log", std::process::id()));
+    let mut watch = docs.spawn(&root(), "kubectl tradingbot get btc-canary -n $DEMO_NS -w", &log);
     docs.sh_until(phase, "the canary awaiting promotion", ROLLOUT_WAIT, |p| {
         p.trim() == "AwaitingPromotion"
     })
     .await;
-    docs.sh(r#"kubectl -n $DEMO_NS patch tb btc-canary --type merge -p '{"spec":{"rollout":{"approvedVersion":"perps-bot:v2"}}}'"#);
+    eventually(MINUTE, "the live table showing the canary", || {
+        let shown = watch.log().contains("AwaitingPromotion");
+        async move { shown.then_some(()) }
+    })
+    .await;
+    watch.confirm();
+    drop(watch);
+    let _ = std::fs::remove_file(log);
+    let promoted = docs.sh(r#"kubectl tradingbot promote btc-canary -n $DEMO_NS --reason "canary looks good""#);
+    assert!(promoted.contains("promote accepted"), "{promoted}");
     docs.sh_until(phase, "the promotion", ROLLOUT_WAIT, |p| p.trim() == "Promoted")
         .await;
 }
 
+/// The demo's plugin commands, on its dev bot: the fleet, a brake set and released, the bot in
+/// full, the audit trail.
+async fn plugin_on_the_demo(docs: &Docs) {
+    let fleet = docs.sh("kubectl tradingbot get -n $DEMO_NS");
+    assert!(fleet.contains("dev-bot") && fleet.contains("btc-canary"), "{fleet}");
+    let halted = docs.sh(r#"kubectl tradingbot halt dev-bot -n $DEMO_NS --reason "trying the brake""#);
+    assert!(halted.contains("emergency brake Halted set by"), "{halted}");
+    let status = docs.sh("kubectl tradingbot status dev-bot -n $DEMO_NS");
+    assert!(
+        status.contains("Brake:       Halted") && status.contains("trying the brake"),
+        "{status}"
+    );
+    let resumed = docs.sh(r#"kubectl tradingbot resume dev-bot -n $DEMO_NS --reason "done trying""#);
+    assert!(resumed.contains("mode Normal"), "{resumed}");
+    let history = docs.sh("kubectl tradingbot history dev-bot -n $DEMO_NS");
+    assert!(
+        history.contains("BrakeSet") && history.contains("BrakeReleased"),
+        "{history}"
+    );
+}
+
+/// The runbook's rollout actions, on the demo's canary bot (promoted to v2 by the demo): undo,
+/// retry, pause and unpause, abort, retry, promote at once, undo to a revision, retry, promote,
+/// and the history of all of it.
+async fn rollout_actions(docs: &mut Docs, demo_ns: &TestNamespace) {
+    docs.var("BOT", "btc-canary");
+    let undo = r#"kubectl tradingbot undo $BOT -n $NS --reason "$REASON""#;
+    let retry = r#"kubectl tradingbot retry $BOT -n $NS --reason "$REASON""#;
+    let log = std::env::temp_dir().join(format!("docs-bot-w-{}.log", std::process::id()));
+    let mut watch = docs.spawn(&root(), "kubectl tradingbot get $BOT -n $NS -w", &log);
+    assert!(docs.sh(undo).contains("prod goes back to perps-bot:dev"));
+    wait_rollout(docs, "RolledBack").await;
+    eventually(MINUTE, "the live table showing the rollback", || {
+        let shown = watch.log().contains("RolledBack");
+        async move { shown.then_some(()) }
+    })
+    .await;
+    watch.confirm();
+    drop(watch);
+    let _ = std::fs::remove_file(log);
+    docs.sh(retry);
+    wait_rollout(docs, "CanaryRunning").await;
+    docs.sh(r#"kubectl tradingbot pause $BOT -n $NS --reason "$REASON""#);
+    docs.sh(r#"kubectl tradingbot unpause $BOT -n $NS --reason "$REASON""#);
+    docs.sh(r#"kubectl tradingbot abort $BOT -n $NS --reason "$REASON""#);
+    wait_rollout(docs, "Aborted").await;
+    docs.sh(retry);
+    wait_rollout(docs, "CanaryRunning").await;
+    docs.sh(r#"kubectl tradingbot promote $BOT -n $NS --full --reason "$REASON""#);
+    wait_rollout(docs, "Promoted").await;
+    let bot = demo_ns.tradingbot("btc-canary");
+    let revision = bot["status"]["rolloutHistory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["version"] == "perps-bot:dev" && r["outcome"] == "Promoted")
+        .map(|r| r["revision"].to_string())
+        .expect("the undo's revision");
+    docs.var("REVISION", &revision);
+    docs.sh(r#"kubectl tradingbot undo $BOT -n $NS --to-revision $REVISION --reason "$REASON""#);
+    wait_rollout(docs, "RolledBack").await;
+    docs.sh(retry);
+    wait_rollout(docs, "AwaitingPromotion").await;
+    docs.sh(r#"kubectl tradingbot promote $BOT -n $NS --reason "$REASON""#);
+    wait_rollout(docs, "Promoted").await;
+    let history = docs.sh("kubectl tradingbot history $BOT -n $NS");
+    for part in ["Aborted", "RolledBack", "undo to revision", "runbook walkthrough"] {
+        assert!(history.contains(part), "history lacks {part}:\n{history}");
+    }
+}
+
+/// Wait, with the runbook's command, until the rollout of `$BOT` is in `phase`.
+async fn wait_rollout(docs: &Docs, phase: &str) {
+    let command =
+        r#"kubectl -n $NS get tb $BOT -o jsonpath='{.status.rollout.phase}{"\t"}{.status.rollout.message}{"\n"}'"#;
+    docs.sh_until(command, phase, ROLLOUT_WAIT, |p| p.starts_with(phase))
+        .await;
+}
+
 /// The README's make targets that can run inside a test (the rest: NOT_RUN_HERE).
-fn make_targets(docs: &Docs) {
+fn make_targets(docs: &mut Docs, scratch: &Scratch) {
     docs.sh("make cluster-up");
     docs.sh("make images");
+    // The plugin's install target, into the test's folder (a debug build: the suite built it).
+    let bin = scratch.0.join("bin");
+    docs.var("PLUGIN_DIR", bin.to_str().unwrap());
+    docs.var("PLUGIN_PROFILE", "dev");
+    docs.sh("make plugin");
+    let help = Command::new(bin.join("kubectl-tradingbot"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains("Exit codes:"),
+        "the installed plugin runs"
+    );
 }
 
 /// Keys in the simulator, a key Secret made the documented way, a prod bot, and the two Jobs.
@@ -458,6 +570,9 @@ async fn daily_checklist(docs: &mut Docs, demo_ns: &TestNamespace) {
     wait_phase(demo_ns, "guarded", "Running").await;
     wait_metrics_served(demo_ns, "guarded").await;
     assert!(docs.sh("kubectl get tb -A -o wide").contains("guarded"));
+    assert!(docs.sh("kubectl tradingbot get -A").contains("guarded"));
+    let status = docs.sh("kubectl tradingbot status $BOT -n $NS");
+    assert!(status.contains("Metrics of prod (pod guarded"), "{status}");
     assert!(docs.sh("kubectl -n $NS describe tb $BOT").contains("guarded"));
     assert!(docs.sh(MODE).starts_with("Normal"));
     docs.sh("kubectl -n $NS get events --field-selector involvedObject.name=$BOT");
@@ -477,6 +592,7 @@ async fn recovery_flow(docs: &Docs, demo_ns: &TestNamespace) {
     assert!(preview.contains("order_total"), "{preview}");
     let placed = docs.sh("kubectl -n $NS exec $BOT -- /usr/local/bin/perps-bot orders place --symbol BTC-USD --side sell --quantity 0.001 --reduce-only");
     assert!(placed.contains("order_id"), "{placed}");
+    brakes_and_flatten(docs).await;
     docs.sh(r#"kubectl -n $NS patch tb $BOT --type merge -p '{"spec":{"reduceOnly":true}}'"#);
     docs.sh(r#"kubectl -n $NS patch tb $BOT --type merge -p '{"spec":{"halted":true}}'"#);
     docs.sh_until(METRICS, "the bot Halted", MINUTE, |o| {
@@ -485,9 +601,53 @@ async fn recovery_flow(docs: &Docs, demo_ns: &TestNamespace) {
     .await;
     assert!(docs.sh("kubectl -n $NS logs $BOT --tail=50").contains("perps-bot"));
     docs.sh("kubectl -n $NS get pods -l trading.gpttrader.io/bot=$BOT -o wide");
+    // Release: the brake (set again by hand first, to release it with the plugin), then Git's switches.
+    docs.sh("kubectl -n $NS annotate tb $BOT trading.gpttrader.io/brake-");
+    docs.sh(BRAKE_BY_HAND);
+    let resumed = docs.sh(r#"kubectl tradingbot resume $BOT -n $NS --reason "$REASON""#);
+    assert!(resumed.contains("still Halted: spec.halted (Git owns it"), "{resumed}");
     docs.sh(RELEASE);
     docs.sh_until(MODE, "Normal again", MINUTE, |o| o.starts_with("Normal"))
         .await;
+    who_did_what(docs);
+}
+
+const BRAKE_BY_HAND: &str = "kubectl -n $NS annotate tb $BOT --overwrite trading.gpttrader.io/brake=Halted";
+
+/// The recovery flow with the plugin: brakes, flatten (the bot's answer), and the annotations.
+async fn brakes_and_flatten(docs: &Docs) {
+    let reduced = docs.sh(r#"kubectl tradingbot reduce-only $BOT -n $NS --reason "$REASON""#);
+    assert!(reduced.contains("emergency brake ReduceOnly set by"), "{reduced}");
+    let flat = docs.sh(r#"kubectl tradingbot flatten $BOT -n $NS --reason "$REASON""#);
+    assert!(flat.contains(": done"), "{flat}");
+    docs.sh("kubectl -n $NS annotate tb $BOT --overwrite trading.gpttrader.io/flatten=$REQUEST_ID");
+    docs.sh("kubectl -n $NS exec $BOT -- /usr/local/bin/perps-bot flatten");
+    docs.sh(r#"kubectl tradingbot halt $BOT -n $NS --reason "$REASON""#);
+    docs.sh(BRAKE_BY_HAND);
+    docs.sh_until(BRAKE, "the brake after a sync check", MINUTE, |o| {
+        o.starts_with("Halted\tHalted")
+    })
+    .await;
+}
+
+const BRAKE: &str = r#"kubectl -n $NS get tb $BOT -o jsonpath='{.metadata.annotations.trading\.gpttrader\.io/brake}{"\t"}{.status.mode}{"\n"}'"#;
+
+/// The runbook's "who halted this bot, and why?".
+fn who_did_what(docs: &Docs) {
+    let history = docs.sh("kubectl tradingbot history $BOT -n $NS");
+    for part in ["BrakeSet", "BrakeReleased", "kubectl-annotate", "runbook walkthrough"] {
+        assert!(history.contains(part), "history lacks {part}:\n{history}");
+    }
+    docs.sh(r#"kubectl -n $NS get tb $BOT -o jsonpath='{.status.brake.mode}{" by "}{.status.brake.by}{": "}{.status.brake.reason}{" (since "}{.status.brake.since}{")"}{"\n"}'"#);
+    let trail = docs.sh(r#"kubectl -n $NS get tb $BOT -o jsonpath='{range .status.history[*]}{.time}{"\t"}{.kind}{"\t"}{.what}{"\t"}{.who}{"\t"}{.why}{"\n"}{end}'"#);
+    assert!(
+        trail
+            .lines()
+            .any(|l| l.contains("\tBrakeSet\t") && l.contains("runbook walkthrough")),
+        "{trail}"
+    );
+    let log = docs.sh("kubectl -n $NS logs $BOT | grep mode_changed");
+    assert!(log.contains("emergency brake"), "{log}");
 }
 
 /// A loss trip to Halted: list it, acknowledge (refused while the loss lasts), recover, retry
@@ -516,6 +676,9 @@ async fn guard_trips(docs: &mut Docs, demo_ns: &TestNamespace, sim: &DemoSim) {
     docs.sh(ACK);
     docs.sh_until(LAST_ACK, "the refusal", MINUTE, |o| o.starts_with("Refused"))
         .await;
+    // The plugin's answer while the loss lasts: refused, exit 4, the trip named.
+    let refused = docs.sh_fails(r#"kubectl tradingbot ack $BOT $TRIP_ID -n $NS --reason "$REASON""#, 4);
+    assert!(refused.contains("refused: ") && refused.contains(&halted), "{refused}");
     sim.admin(
         "/admin/faults",
         json!({"price_shock": {"product_id": "BTC-USD", "percent": 20}}),
@@ -529,46 +692,28 @@ async fn guard_trips(docs: &mut Docs, demo_ns: &TestNamespace, sim: &DemoSim) {
     })
     .await;
     docs.sh("kubectl -n $NS annotate tb $BOT --overwrite trading.gpttrader.io/ack-trip=$TRIP_ID@2");
-    accept_trip(demo_ns, &halted).await;
+    e2e::accept_trip(demo_ns, "guarded", &halted, &format!("{halted}@2")).await;
     docs.sh(r#"kubectl -n $NS patch tb $BOT --type merge -p '{"spec":{"halted":false,"reduceOnly":true}}'"#);
-    for line in docs.sh(TRIPS).lines() {
-        let id = line.split('\t').next().unwrap_or_default().to_string();
-        docs.var("TRIP_ID", &id);
-        docs.sh(ACK);
-        docs.sh_until(LAST_ACK, "the acceptance", MINUTE, |o| o.starts_with("Accepted"))
-            .await;
+    // The rest with the plugin: every latched trip, one after the other (exit 4 while one is
+    // refused because the operator judged a scrape from before the recovery: run it again), or,
+    // when the loss latched only the Halted trip, the plugin's answer that none is left.
+    let ack = r#"kubectl tradingbot ack $BOT -n $NS --reason "$REASON""#;
+    if docs.sh(TRIPS).trim().is_empty() {
+        assert!(docs.sh_fails(ack, 4).contains("has no latched trip"));
+    } else {
+        docs.documented(ack);
+        let deadline = std::time::Instant::now() + 3 * MINUTE;
+        while let Err(failed) = docs.shell.run(ack) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "every trip acknowledged with the plugin: still failing: {failed:?}"
+            );
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
     }
+    assert!(docs.sh(TRIPS).trim().is_empty(), "no trip left");
     docs.sh(RELEASE);
     docs.sh_until(MODE, "Normal", MINUTE, |o| o.starts_with("Normal")).await;
-}
-
-/// Wait for the acknowledgement `{trip}@2` to be accepted. The operator may have judged it on
-/// a scrape from before the recovery; as the runbook says, a refused acknowledgement is retried
-/// with a new value (`<trip>@<anything>`).
-async fn accept_trip(demo_ns: &TestNamespace, trip: &str) {
-    let mut attempt = 2;
-    let mut current = format!("{trip}@{attempt}");
-    eventually(MINUTE, &format!("the acknowledgement of {trip} accepted"), || {
-        let got = demo_ns
-            .kubectl_result(&[
-                "get",
-                "tb",
-                "guarded",
-                "-o",
-                "jsonpath={.status.lastAck.result} {.status.lastAck.value}",
-            ])
-            .unwrap_or_default();
-        let (result, value) = got.trim().split_once(' ').unwrap_or_default();
-        let accepted = result == "Accepted" && value == current;
-        if result == "Refused" && value == current {
-            attempt += 1;
-            current = format!("{trip}@{attempt}");
-            let annotation = format!("trading.gpttrader.io/ack-trip={current}");
-            demo_ns.kubectl(&["annotate", "tb", "guarded", "--overwrite", &annotation]);
-        }
-        async move { accepted.then_some(()) }
-    })
-    .await;
 }
 
 /// One metric of a bot, read through the API server (not a documented command).
@@ -605,8 +750,16 @@ async fn operator_commands(docs: &Docs, demo_ns: &TestNamespace, op_ns: &TestNam
         async move { held.then_some(()) }
     })
     .await;
-    let pods = docs.sh("kubectl -n $OPNS get pods -l app.kubernetes.io/name=tradingbot-operator");
-    assert_eq!(pods.matches("Running").count(), 2, "{pods}");
+    // The demo's operator (one replica, other values) is replaced: `rollout status` returns while
+    // its pod is still terminating, and `logs -l` refuses a terminated container. Wait until only
+    // the two new pods are left.
+    docs.sh_until(
+        "kubectl -n $OPNS get pods -l app.kubernetes.io/name=tradingbot-operator",
+        "two running operator pods and no other",
+        3 * MINUTE,
+        |pods| pods.lines().skip(1).count() == 2 && pods.matches(" Running ").count() == 2,
+    )
+    .await;
     let log = docs.sh("kubectl -n $OPNS logs -l app.kubernetes.io/name=tradingbot-operator --prefix --tail=50");
     assert!(log.contains("tradingbot-operator-"), "{log}");
     let holder =
@@ -636,6 +789,18 @@ async fn gitops_and_finalizer(docs: &mut Docs, demo_ns: &TestNamespace, op_ns: &
     wait_phase(demo_ns, "fleet-btc", "Running").await;
     docs.sh(r#"kubectl -n $NS get tb $BOT -o jsonpath='{.status.rollout.phase}{"\t"}{.status.rollout.message}{"\n"}'"#);
     assert!(docs.sh("kubectl -n $NS get tb $BOT -o wide").contains("fleet-btc"));
+    // An emergency brake through both kinds of sync (docs/argocd): still there, still obeyed.
+    docs.sh(r#"kubectl tradingbot halt $BOT -n $NS --reason "$REASON""#);
+    docs.sh("kubectl apply -f $GITOPS_DIR");
+    docs.sh("kubectl apply --server-side --force-conflicts --field-manager=argocd-controller -f $GITOPS_DIR");
+    assert!(
+        docs.sh(BRAKE).starts_with("Halted\tHalted"),
+        "the brake survived both syncs"
+    );
+    docs.sh(r#"kubectl tradingbot resume $BOT -n $NS --reason "$REASON""#);
+    let audit =
+        docs.sh("kubectl -n $OPNS logs -l app.kubernetes.io/name=tradingbot-operator --tail=-1 | grep 'audit: '");
+    assert!(audit.contains("BrakeSet") && audit.contains("fleet-btc"), "{audit}");
 
     // Without the operator, deletion waits on the finalizer; removing it by hand lets it go.
     let operator = "deployment/tradingbot-operator";
@@ -718,6 +883,15 @@ async fn account_playbook(docs: &mut Docs, demo_ns: &TestNamespace, sim: &DemoSi
             .any(|l| l.split_whitespace().take(3).collect::<Vec<_>>() == ["shared", "Normal", "2"])
     })
     .await;
+    let fleet = docs.sh("kubectl tradingbot get -n $NS");
+    let account_row = fleet
+        .lines()
+        .skip_while(|l| !l.starts_with("NAMESPACE") || !l.contains("ACCOUNT"))
+        .find(|l| l.split_whitespace().nth(1) == Some("shared"));
+    assert!(
+        account_row.is_some_and(|row| row.split_whitespace().take(4).skip(2).eq(["Normal", "2"])),
+        "the plugin lists the account with its two bots:\n{fleet}"
+    );
     let rows = docs.sh(ACCOUNT_BOTS);
     assert!(rows.contains("/shared-btc") && rows.contains("/shared-eth"), "{rows}");
     docs.sh(ACCOUNT_HALT);
@@ -802,7 +976,7 @@ fn argocd_commands(docs: &Docs, argocd_ns: &TestNamespace) {
 }
 
 /// The bot on its own, in a scratch folder (it writes var/ and the replay there).
-fn bot_cli(docs: &Docs, scratch: &Scratch) {
+async fn bot_cli(docs: &Docs, scratch: &Scratch) {
     let dir = scratch.0.join("cli");
     std::fs::create_dir_all(&dir).unwrap();
     assert!(docs.sh_in(&dir, "perps-bot --help").contains("--dev-fast"));
@@ -822,6 +996,34 @@ fn bot_cli(docs: &Docs, scratch: &Scratch) {
     );
     let replay = docs.sh_in(&dir, "perps-bot backtest --profile dev --candles replay.csv");
     assert!(replay.contains("100000 candles"), "{replay}");
+    // The stand-alone exporter on the dev run's file, then flat on demand (a dry run: it shows).
+    let log = dir.join("exporter.log");
+    let mut exporter = docs.spawn(
+        &dir,
+        "perps-bot exporter --metrics-file var/data/perps_bot/dev/metrics.json",
+        &log,
+    );
+    let page = eventually(MINUTE, "the exporter serving the file on :9102", || {
+        let page = http_get("127.0.0.1:9102", "/metrics");
+        async move { page.filter(|p| p.contains("perps_bot_metrics_file_age_seconds")) }
+    })
+    .await;
+    assert!(page.contains("perps_bot_cycles_total"), "{page}");
+    exporter.confirm();
+    drop(exporter);
+    docs.sh_in(&dir, "perps-bot flatten --profile dev");
+}
+
+/// A plain HTTP GET (the body, if the answer is 200).
+fn http_get(address: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    (head.split_whitespace().nth(1) == Some("200")).then(|| body.to_string())
 }
 
 /// The API's names and category (CRD_REFERENCE.md).
