@@ -164,15 +164,7 @@ async fn loss_trips_reduce_only_then_halted_and_an_ack_needs_recovery() {
     exchange.shock("BTC-USD", 25);
     cancel_only(&exchange, false);
     wait_for_metric(&ns, "lossy", "perps_bot_daily_loss", 0.0, QUICK).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    ns.kubectl(&[
-        "annotate",
-        "--overwrite",
-        "tb",
-        "lossy",
-        &format!("trading.gpttrader.io/ack-trip={halted}@recovered"),
-    ]);
-    wait_for_field(&ns, "lossy", "{.status.lastAck.result}", "Accepted", QUICK).await;
+    ack_until_accepted(&ns, "lossy", &halted, QUICK).await;
     wait_for_field(&ns, "lossy", "{.status.mode}", "ReduceOnly", QUICK).await;
     let reduce = trip_id(&ns, "lossy", "dailyLoss", "ReduceOnly");
     ns.kubectl(&[
@@ -223,13 +215,7 @@ async fn frozen_market_data_and_unreachable_metrics_trip_the_staleness_guard() {
         (!ages.is_empty() && ages.iter().all(|a| *a < 3.0)).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    ns.kubectl(&[
-        "annotate",
-        "tb",
-        "stale",
-        &format!("trading.gpttrader.io/ack-trip={frozen}"),
-    ]);
+    ack_until_accepted(&ns, "stale", &frozen, QUICK).await;
     wait_for_field(&ns, "stale", "{.status.mode}", "Normal", QUICK).await;
 
     // Now the bot is healthy but its metrics cannot be read by the operator.

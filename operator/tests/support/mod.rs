@@ -153,3 +153,33 @@ pub async fn operator_reconciliations(ns: &TestNamespace) -> f64 {
         .and_then(|text| metric(&text, "tradingbot_operator_reconciliations_total"))
         .unwrap_or(0.0)
 }
+
+/// Acknowledge `trip` of `bot` until the operator accepts it: `trip@1`, `trip@2`, … a new value
+/// each time the operator has refused the last (judged on a scrape from before a recovery), as
+/// the runbook says. A wait on the operator's answers, not on time.
+pub async fn ack_until_accepted(ns: &TestNamespace, bot: &str, trip: &str, timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    for attempt in 1.. {
+        let value = format!("{trip}@{attempt}");
+        ns.kubectl(&[
+            "annotate",
+            "--overwrite",
+            "tb",
+            bot,
+            &format!("trading.gpttrader.io/ack-trip={value}"),
+        ]);
+        let answer = eventually(timeout, &format!("the operator's answer to {value}"), || {
+            let ack = ns.tradingbot(bot)["status"]["lastAck"].clone();
+            let answered = ack["value"] == value.as_str();
+            async move { answered.then_some(ack) }
+        })
+        .await;
+        if answer["result"] == "Accepted" {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{trip} never accepted; the last answer: {answer}"
+        );
+    }
+}

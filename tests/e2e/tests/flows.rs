@@ -140,10 +140,18 @@ async fn apply_a_bot_inspect_it_and_restart_its_pod() {
         "--timeout=60s",
     ]);
     flow.ns.kubectl(&["delete", "tb", "dev-bot", "--wait=false"]);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The delete is accepted (a deletion timestamp) and nothing but the finalizer holds it.
+    let held = flow.ns.kubectl(&[
+        "get",
+        "tb",
+        "dev-bot",
+        "-o",
+        "jsonpath={.metadata.deletionTimestamp} {.metadata.finalizers[*]}",
+    ]);
+    let (deleted_at, finalizers) = held.trim().split_once(' ').unwrap_or_default();
     assert!(
-        flow.ns.kubectl_result(&["get", "tb", "dev-bot"]).is_ok(),
-        "the finalizer holds it"
+        !deleted_at.is_empty() && finalizers.contains("trading.gpttrader.io/halt-before-delete"),
+        "the finalizer holds it: {held}"
     );
     flow.sh(r#"kubectl -n $NS patch tb $BOT --type json -p '[{"op":"remove","path":"/metadata/finalizers"}]'"#);
     eventually(MINUTE, "the TradingBot gone", || {
@@ -277,12 +285,10 @@ async fn exchange_degradation_playbook() {
         value(o, "perps_bot_market_data_staleness_seconds").is_some_and(|s| s < 3.0)
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
     let (id, _, _) = trip_ids(&trips).into_iter().next().unwrap();
     flow.var("TRIP_ID", &id);
     flow.sh(ACK);
-    flow.sh_until(LAST_ACK, "the acknowledgement", MINUTE, |o| o.starts_with("Accepted"))
-        .await;
+    e2e::accept_trip(&flow.ns, "venue", &id, &id).await;
     flow.sh(RELEASE);
     flow.sh_until(MODE, "Normal", MINUTE, |o| o.starts_with("Normal")).await;
     // Five healthy cycles: cycles up by five, errors flat, mode 0.
@@ -378,10 +384,8 @@ async fn guard_trip_halt_acknowledge_resume() {
         value(o, "perps_bot_daily_loss") == Some(0.0)
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
     flow.sh(ACK_AGAIN);
-    flow.sh_until(LAST_ACK, "the acceptance", MINUTE, |o| o.starts_with("Accepted"))
-        .await;
+    e2e::accept_trip(&flow.ns, "guarded", &halted.0, &format!("{}@2", halted.0)).await;
     flow.sh(HALT_TO_REDUCE);
     flow.sh_until(MODE, "ReduceOnly", MINUTE, |o| o.starts_with("ReduceOnly"))
         .await;
