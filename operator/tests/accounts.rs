@@ -2,7 +2,8 @@
 //! one account, each under its own limit, together over the account's level, are all
 //! restricted; the account's halt halts them all; a bot on another account is untouched; an
 //! operator restart mid-trip loses nothing; a bot never trades without its account's limits
-//! (missing account, deleted account, a namespace the account does not allow).
+//! (missing account, deleted account). A namespace the account does not allow is unit-tested
+//! (operator/src/account/decide.rs, crds/src/account.rs): these suites run one watched namespace.
 
 mod support;
 
