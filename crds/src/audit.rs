@@ -84,7 +84,7 @@ pub struct AuditEntry {
     pub what: String,
     /// Why: the reason given, or the rule that decided.
     pub why: String,
-    /// Who: the requesting user (recorded by `kubectl tradingbot`), else the field manager of
+    /// Who: the requesting user (recorded by the plugin `kubectl-tradingbot`), else the field manager of
     /// the change (`kubectl-patch`, `argocd-controller`, ...), or `tradingbot-operator` for its
     /// own decisions.
     pub who: String,
