@@ -74,8 +74,10 @@ pub struct Context {
 }
 
 impl Context {
+    /// This scope's caches, and every other scope's (accounts and their bots may be cached by
+    /// different scopes), are filled.
     pub fn is_synced(&self) -> bool {
-        self.synced.load(Ordering::Relaxed)
+        self.synced.load(Ordering::Relaxed) && self.fleet.all_synced()
     }
 
     pub fn service_monitors_available(&self) -> bool {

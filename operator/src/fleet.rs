@@ -6,6 +6,7 @@
 use crate::scrape::Scraper;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tradingbot_crds::TradingBot;
@@ -41,15 +42,22 @@ pub enum AccountLookup {
 pub struct Fleet {
     pub scraper: Arc<Scraper>,
     scopes: RwLock<Vec<Scope>>,
+    /// Every scope's cache-sync flag, known before any scope registers.
+    synced: Vec<Arc<AtomicBool>>,
 }
 
 impl Fleet {
     /// A fleet around `scraper`; `scrapes` (the scraper's triggers) are routed to the scope of
-    /// each scraped bot.
-    pub fn new(scraper: Arc<Scraper>, mut scrapes: UnboundedReceiver<ObjectRef<TradingBot>>) -> Arc<Self> {
+    /// each scraped bot. `synced` holds one flag per scope this process will run.
+    pub fn new(
+        scraper: Arc<Scraper>,
+        mut scrapes: UnboundedReceiver<ObjectRef<TradingBot>>,
+        synced: Vec<Arc<AtomicBool>>,
+    ) -> Arc<Self> {
         let fleet = Arc::new(Self {
             scraper,
             scopes: RwLock::new(Vec::new()),
+            synced,
         });
         let router = Arc::downgrade(&fleet);
         tokio::spawn(async move {
@@ -59,6 +67,13 @@ impl Fleet {
             }
         });
         fleet
+    }
+
+    /// Every scope's caches are filled. A TradingAccount and its bots may be cached by different
+    /// scopes: until all are filled, an account would miss bots (and could release a trip, or
+    /// drop its finalizer, without them) and a bot could miss its account (and halt).
+    pub fn all_synced(&self) -> bool {
+        self.synced.iter().all(|s| s.load(Ordering::Relaxed))
     }
 
     pub fn register(&self, scope: Scope) {

@@ -144,7 +144,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     ));
     let (scraper, scrapes) =
         tradingbot_operator::scrape::Scraper::new(Duration::from_secs(args.scrape_timeout_seconds), metrics.clone());
-    let fleet = tradingbot_operator::fleet::Fleet::new(scraper, scrapes);
+    let fleet = tradingbot_operator::fleet::Fleet::new(scraper, scrapes, synced.clone());
     let mut controllers = Vec::new();
     for (namespace, synced) in namespaces.into_iter().zip(synced) {
         let options = controller::ControllerOptions {

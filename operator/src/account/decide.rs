@@ -3,6 +3,7 @@
 
 use crate::reconcile::notice::{Notice, Reason};
 use crate::reconcile::status::{self, Wanted};
+use crate::scrape::BotSample;
 use k8s_openapi::jiff::Timestamp;
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
@@ -35,6 +36,29 @@ pub struct BotFigures {
 }
 
 impl BotFigures {
+    /// What the account counts of a bot's last successful scrape: nothing until the bot has
+    /// completed a cycle. A bot process serves its gauges at 0 from its start, before it has read
+    /// its account or traded; a restarted or replaced bot's first pages would otherwise count as
+    /// reporting nothing lost and nothing held, and could release a trip its real figures hold.
+    pub fn from_sample(
+        namespace: String,
+        name: String,
+        sample: Option<&BotSample>,
+        mode: Option<TradingMode>,
+        scrapes: u64,
+    ) -> Self {
+        let known = sample.filter(|s| s.cycles.is_some_and(|c| c > 0));
+        BotFigures {
+            namespace,
+            name,
+            daily_loss: known.and_then(|s| s.daily_loss),
+            exposure: known.and_then(|s| s.exposure),
+            open_orders: known.and_then(|s| s.open_orders),
+            mode,
+            scrapes,
+        }
+    }
+
     fn reporting(&self) -> bool {
         self.daily_loss.is_some() || self.exposure.is_some() || self.open_orders.is_some()
     }
@@ -302,12 +326,11 @@ pub fn decide(input: &AccountInputs<'_>, memory: &mut AccountMemory) -> AccountD
     trips.extend(tripped.iter().cloned());
     let incomplete = incomplete_totals(input.bots);
     let scrapes: u64 = input.bots.iter().map(|b| b.scrapes).sum();
-    if scrapes > memory.scrapes_seen {
-        if incomplete.is_none() {
-            release_recovered(&mut trips, limits, &totals, memory, &mut notices);
-        } else {
-            memory.streaks.clear();
-        }
+    if incomplete.is_some() {
+        // A healthy streak never spans a time the totals were incomplete.
+        memory.streaks.clear();
+    } else if scrapes > memory.scrapes_seen {
+        release_recovered(&mut trips, limits, &totals, memory, &mut notices);
     }
     memory.scrapes_seen = scrapes;
     let last_ack = acknowledge(
@@ -514,6 +537,54 @@ mod tests {
             }
             assert!(released.is_some(), "{resume:?}: released once complete and recovered");
         }
+    }
+
+    /// A bot's pages before its first cycle (all gauges at 0) are not figures: it is not reporting.
+    #[test]
+    fn a_bot_counts_only_once_it_has_completed_a_cycle() {
+        let mut sample = BotSample {
+            daily_loss: Some(Decimal::ZERO),
+            exposure: Some(Decimal::ZERO),
+            open_orders: Some(0),
+            cycles: Some(0),
+            ..Default::default()
+        };
+        let fresh = BotFigures::from_sample("trading".into(), "b".into(), Some(&sample), None, 1);
+        assert!(!fresh.reporting(), "{fresh:?}");
+        assert_eq!(incomplete_totals(&[fresh]).is_some(), true);
+        sample.cycles = Some(1);
+        sample.exposure = Some(Decimal::from(900));
+        let running = BotFigures::from_sample("trading".into(), "b".into(), Some(&sample), None, 2);
+        assert!(running.reporting());
+        assert_eq!(running.exposure, Some(Decimal::from(900)));
+    }
+
+    /// Auto: a streak of healthy evaluations is lost when a bot falls silent in between.
+    #[test]
+    fn a_silent_spell_restarts_the_auto_streak() {
+        let mut a = account("1200", ResumePolicy::Auto);
+        a.spec.limits.healthy_evaluations_before_resume = Some(3);
+        let mut memory = AccountMemory::default();
+        let d = run(&a, &[bot("a", 1500, 1)], &mut memory);
+        a.status = Some(d.status);
+        for scrapes in [2, 3] {
+            let d = run(&a, &[bot("a", 100, scrapes)], &mut memory);
+            assert_eq!(d.status.mode, Some(TradingMode::ReduceOnly));
+        }
+        // The bot restarts: silent (its observation gone, the scrape count back to 0), then back.
+        let d = run(&a, &[silent("a")], &mut memory);
+        assert_eq!(d.status.mode, Some(TradingMode::ReduceOnly));
+        let d = run(&a, &[bot("a", 100, 1)], &mut memory);
+        assert_eq!(d.status.mode, Some(TradingMode::ReduceOnly), "the streak started over");
+        for scrapes in [2, 3] {
+            let d = run(&a, &[bot("a", 100, scrapes)], &mut memory);
+            a.status = Some(d.status);
+        }
+        assert_eq!(
+            a.status.as_ref().unwrap().mode,
+            Some(TradingMode::Normal),
+            "three new healthy ones"
+        );
     }
 
     #[test]

@@ -70,16 +70,13 @@ fn figures(ctx: &Context, bot: &TradingBot) -> BotFigures {
     ));
     // The last successful sample counts even when the latest scrape failed: a loss does not
     // disappear because its bot's metrics cannot be read for a moment.
-    let sample = observation.as_ref().and_then(|o| o.sample.clone());
-    BotFigures {
-        daily_loss: sample.as_ref().and_then(|s| s.daily_loss),
-        exposure: sample.as_ref().and_then(|s| s.exposure),
-        open_orders: sample.as_ref().and_then(|s| s.open_orders),
-        mode: bot.status.as_ref().and_then(|s| s.mode),
-        scrapes: observation.map_or(0, |o| o.ok_count),
+    BotFigures::from_sample(
         namespace,
         name,
-    }
+        observation.as_ref().and_then(|o| o.sample.as_ref()),
+        bot.status.as_ref().and_then(|s| s.mode),
+        observation.as_ref().map_or(0, |o| o.ok_count),
+    )
 }
 
 pub async fn reconcile(account: Arc<TradingAccount>, ctx: Arc<Context>) -> Result<Action, Error> {
