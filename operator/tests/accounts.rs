@@ -202,13 +202,7 @@ async fn an_operator_restart_mid_trip_loses_nothing_and_an_ack_releases_the_bots
     })
     .await;
     // Many reconciles later the trip and the restriction are still there.
-    let start = operator_reconciliations(&ns).await;
-    eventually(
-        Duration::from_secs(120),
-        "the new operator reconciled 10 times",
-        || async { (operator_reconciliations(&ns).await >= start + 10.0).then_some(()) },
-    )
-    .await;
+    wait_for_reconciliations(&ns, 10.0, Duration::from_secs(120)).await;
     assert_eq!(
         status(&ns, "ta", "main")["trips"],
         trips,

@@ -286,11 +286,7 @@ async fn a_failing_canary_aborts_and_prod_keeps_its_version() {
     .await;
     // Not retried while the spec names the same version; prod untouched: over the next 10
     // reconciles of this bot (each scrape triggers one) no canary pod is created.
-    let start = operator_reconciliations(&ns).await;
-    eventually(Duration::from_secs(120), "10 more reconciles", || async {
-        (operator_reconciliations(&ns).await >= start + 10.0).then_some(())
-    })
-    .await;
+    wait_for_reconciliations(&ns, 10.0, Duration::from_secs(120)).await;
     assert!(
         ns.events_for("steady")
             .iter()

@@ -8,7 +8,7 @@
 mod common;
 
 use common::support;
-use common::support::{operator_reconciliations, wait_running};
+use common::support::{wait_for_reconciliations, wait_running};
 use common::*;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -57,11 +57,7 @@ async fn still_halted_after(exchange: &support::sim::PodExchange, ns: &TestNames
         annotations(&bot)
     );
     // Ten more reconciles (each scrape triggers one): the operator and the bot keep it.
-    let start = operator_reconciliations(ns).await;
-    eventually(Duration::from_secs(120), "10 more reconciles", || async {
-        (operator_reconciliations(ns).await >= start + 10.0).then_some(())
-    })
-    .await;
+    wait_for_reconciliations(ns, 10.0, Duration::from_secs(120)).await;
     let status = ns.tradingbot("synced")["status"].clone();
     assert_eq!(status["mode"], "Halted");
     assert_eq!(status["modeSources"], json!(["Brake"]));

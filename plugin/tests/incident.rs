@@ -126,6 +126,7 @@ async fn an_incident_with_the_plugin_is_contained_released_and_audited() {
     wait_bot_mode(&ns, "ops", 2.0).await;
     let halted_at = last_prod_order(&exchange, &ns, "ops");
     assert!(halted_at > 0, "the bot traded before the brake");
+    no_order_for_cycles(&exchange, &ns, "ops", halted_at, 10).await;
     eventually(MINUTE, "get -w redrawn with the brake", || {
         let text = watch.text();
         let redrawn = text.contains("Halted") && text.contains("Brake (brake by alice@ops)");
@@ -148,18 +149,13 @@ async fn an_incident_with_the_plugin_is_contained_released_and_audited() {
     // Reduce-only, then flatten: the bot closes its own position.
     ok(&ns, &["reduce-only", "ops", "--reason", "closing out"]);
     wait_bot_mode(&ns, "ops", 1.0).await;
-    assert_eq!(
-        last_prod_order(&exchange, &ns, "ops"),
-        halted_at,
-        "no order was placed while the bot was halted"
-    );
     let owned = btc_owned(&ns).await;
     assert!(owned > 0.0, "the bot owns BTC to flatten");
     let out = ok(&ns, &["flatten", "ops", "--reason", "incident 7"]);
     assert!(out.contains(": done"), "{out}");
     assert!(
         last_prod_order(&exchange, &ns, "ops") > halted_at,
-        "flatten placed its reduce-only orders"
+        "orders since the halt (flatten's reduce-only sales among them)"
     );
     // Flat: all of what it bought, none left (the strategy alone, reduce-only, need not sell it all).
     eventually(MINUTE, "the bot's own BTC all sold", || async {
@@ -275,7 +271,13 @@ fn a_cluster_out_of_reach_is_exit_1(ns: &TestNamespace) {
 /// and the bot obeys the brake by itself: its own mode goes Halted and it places no order.
 async fn the_bot_obeys_a_brake_while_the_operator_is_down(exchange: &support::sim::PodExchange, ns: &TestNamespace) {
     let operator = "deployment/tbo-tradingbot-operator";
-    wait_for_prod_traders(exchange, ns, "ops", 1).await;
+    // Trading again (released after the ack) before the operator goes: orders after now.
+    let before = last_prod_order(exchange, ns, "ops");
+    eventually(Duration::from_secs(240), "the bot trading again", || {
+        let now = last_prod_order(exchange, ns, "ops");
+        async move { (now > before).then_some(()) }
+    })
+    .await;
     ns.kubectl(&["scale", operator, "--replicas=0"]);
     eventually(MINUTE, "no operator pod", || {
         let left = ns.pods("app.kubernetes.io/name=tradingbot-operator");
@@ -288,26 +290,37 @@ async fn the_bot_obeys_a_brake_while_the_operator_is_down(exchange: &support::si
     assert_eq!(brake, "Halted", "the request stays set");
     wait_bot_mode(ns, "ops", 2.0).await;
     let halted_at = last_prod_order(exchange, ns, "ops");
-    // Many cycles later (PERPS_BOT_INTERVAL 0.5 s), still no new order.
-    let cycles = |text: &str| {
-        text.lines()
-            .find(|l| l.starts_with("perps_bot_cycles_total"))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let start = cycles(&support::pod_metrics(ns, "ops").await.unwrap_or_default());
-    eventually(MINUTE, "ten more cycles of the halted bot", || async {
-        let now = cycles(&support::pod_metrics(ns, "ops").await.unwrap_or_default());
-        (now >= start + 10.0).then_some(())
-    })
-    .await;
-    assert_eq!(
-        last_prod_order(exchange, ns, "ops"),
-        halted_at,
-        "no order while braked without an operator"
-    );
+    no_order_for_cycles(exchange, ns, "ops", halted_at, 10).await;
     ns.kubectl(&["scale", operator, "--replicas=1"]);
     ns.kubectl(&["rollout", "status", operator, "--timeout=180s"]);
     ok(ns, &["resume", "ops", "--reason", "operator back"]);
     wait_bot_mode(ns, "ops", 0.0).await;
+}
+
+/// The bot's `perps_bot_cycles_total`, from its own metrics.
+async fn cycles(ns: &TestNamespace, bot: &str) -> Option<f64> {
+    support::pod_metrics(ns, bot)
+        .await?
+        .lines()
+        .find(|l| l.starts_with("perps_bot_cycles_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+}
+
+/// `count` more cycles of the (braked) bot pass with no order after `last` in the order log.
+async fn no_order_for_cycles(
+    exchange: &support::sim::PodExchange,
+    ns: &TestNamespace,
+    bot: &str,
+    last: u64,
+    count: u32,
+) {
+    let start = eventually(MINUTE, "the bot's cycle count", || cycles(ns, bot)).await;
+    eventually(MINUTE, &format!("{count} more cycles of the braked bot"), || async {
+        cycles(ns, bot)
+            .await
+            .filter(|now| *now >= start + f64::from(count))
+            .map(|_| ())
+    })
+    .await;
+    assert_eq!(last_prod_order(exchange, ns, bot), last, "no order while braked");
 }

@@ -143,15 +143,28 @@ pub async fn acknowledge_all(ns: &TestNamespace, bot: &str) {
 }
 
 /// The operator's `tradingbot_operator_reconciliations_total` right now (0 when unreadable).
-pub async fn operator_reconciliations(ns: &TestNamespace) -> f64 {
-    let Some(pod) = ns.pods("app.kubernetes.io/name=tradingbot-operator").first().cloned() else {
-        return 0.0;
-    };
+pub async fn operator_reconciliations(ns: &TestNamespace) -> Option<f64> {
+    let pod = ns.pods("app.kubernetes.io/name=tradingbot-operator").first().cloned()?;
     let ip = pod_field(ns, &pod, "{.status.podIP}");
     http_get(&format!("http://{ip}:8080/metrics"))
         .await
         .and_then(|text| metric(&text, "tradingbot_operator_reconciliations_total"))
-        .unwrap_or(0.0)
+}
+
+/// Wait until the operator has reconciled `count` more times than now (both read from its own
+/// metrics: a read that fails is no count, never zero).
+pub async fn wait_for_reconciliations(ns: &TestNamespace, count: f64, timeout: Duration) {
+    let start = eventually(timeout, "the operator's reconcile count", || async {
+        operator_reconciliations(ns).await
+    })
+    .await;
+    eventually(timeout, &format!("{count} more reconciles"), || async {
+        operator_reconciliations(ns)
+            .await
+            .filter(|now| *now >= start + count)
+            .map(|_| ())
+    })
+    .await;
 }
 
 /// Acknowledge `trip` of `bot` until the operator accepts it: `trip@1`, `trip@2`, … a new value

@@ -704,6 +704,7 @@ async fn guard_trips(docs: &mut Docs, demo_ns: &TestNamespace, sim: &DemoSim) {
         docs.documented(ack);
         let deadline = std::time::Instant::now() + 3 * MINUTE;
         while let Err(failed) = docs.shell.run(ack) {
+            assert_eq!(failed.status, "exit status: 4", "only a refusal is retried: {failed:?}");
             assert!(
                 std::time::Instant::now() < deadline,
                 "every trip acknowledged with the plugin: still failing: {failed:?}"
