@@ -846,10 +846,11 @@ async fn the_client_never_exceeds_the_private_rate_limit() {
         (25..=30).contains(&busiest),
         "{busiest} requests left within one second"
     );
-    // The exchange agrees (a rare scheduler stall on a loaded machine may bunch a request or
-    // two on arrival; a missing limiter would draw dozens of 429s).
+    // The exchange agrees. Its window is its own clock's: on a loaded 2-core machine a stalled
+    // scheduler can bunch a few requests on arrival (5 of 95 seen under a parallel build), each
+    // retried by the client; a missing limiter draws about 65 (95 at once against 30 a second).
     assert!(
-        sim.stats().rate_limited <= 2,
+        sim.stats().rate_limited <= 10,
         "throttled {} times",
         sim.stats().rate_limited
     );
