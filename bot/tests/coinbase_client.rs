@@ -846,11 +846,13 @@ async fn the_client_never_exceeds_the_private_rate_limit() {
         (25..=30).contains(&busiest),
         "{busiest} requests left within one second"
     );
-    // The exchange agrees. Its window is its own clock's: on a loaded 2-core machine a stalled
-    // scheduler can bunch a few requests on arrival (5 of 95 seen under a parallel build), each
-    // retried by the client; a missing limiter draws about 65 (95 at once against 30 a second).
+    // The exchange roughly agrees. Its window runs on its own clock, in this process: on a
+    // loaded 2-core machine a stalled scheduler bunches requests on arrival (5 and 11 of 95 seen
+    // beside a build and a cluster suite), each retried by the client; a missing limiter draws
+    // about 65 (95 at once against 30 a second). The bound is the client's, above; this one only
+    // tells a limiter from none.
     assert!(
-        sim.stats().rate_limited <= 10,
+        sim.stats().rate_limited <= 25,
         "throttled {} times",
         sim.stats().rate_limited
     );
