@@ -279,7 +279,7 @@ async fn the_bot_obeys_a_brake_while_the_operator_is_down(exchange: &support::si
     })
     .await;
     ns.kubectl(&["scale", operator, "--replicas=0"]);
-    eventually(MINUTE, "no operator pod", || {
+    eventually(3 * MINUTE, "no operator pod", || {
         let left = ns.pods("app.kubernetes.io/name=tradingbot-operator");
         async move { left.is_empty().then_some(()) }
     })

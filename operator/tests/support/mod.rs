@@ -27,6 +27,9 @@ pub async fn pod_metrics(ns: &TestNamespace, pod: &str) -> Option<String> {
 }
 
 pub async fn http_get(url: &str) -> Option<String> {
+    // reqwest is built without a default TLS provider (the workspace picks ring): a client
+    // built before anyone installed it panics.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
         .build()
