@@ -551,7 +551,7 @@ mod tests {
         };
         let fresh = BotFigures::from_sample("trading".into(), "b".into(), Some(&sample), None, 1);
         assert!(!fresh.reporting(), "{fresh:?}");
-        assert_eq!(incomplete_totals(&[fresh]).is_some(), true);
+        assert!(incomplete_totals(&[fresh]).is_some());
         sample.cycles = Some(1);
         sample.exposure = Some(Decimal::from(900));
         let running = BotFigures::from_sample("trading".into(), "b".into(), Some(&sample), None, 2);
