@@ -278,12 +278,8 @@ async fn the_bot_obeys_a_brake_while_the_operator_is_down(exchange: &support::si
         async move { (now > before).then_some(()) }
     })
     .await;
-    ns.kubectl(&["scale", operator, "--replicas=0"]);
-    eventually(3 * MINUTE, "no operator pod", || {
-        let left = ns.pods("app.kubernetes.io/name=tradingbot-operator");
-        async move { left.is_empty().then_some(()) }
-    })
-    .await;
+    ns.scale_to_zero(operator, "app.kubernetes.io/name=tradingbot-operator")
+        .await;
     let run = plugin(ns, &["halt", "ops", "--reason", "operator down", "--wait", "3"]);
     assert_eq!(run.code, 5, "not confirmed without an operator: {run:?}");
     let brake = ns.tradingbot("ops")["metadata"]["annotations"]["trading.gpttrader.io/brake"].clone();

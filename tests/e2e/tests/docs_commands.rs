@@ -805,12 +805,9 @@ async fn gitops_and_finalizer(docs: &mut Docs, demo_ns: &TestNamespace, op_ns: &
 
     // Without the operator, deletion waits on the finalizer; removing it by hand lets it go.
     let operator = "deployment/tradingbot-operator";
-    op_ns.kubectl(&["scale", operator, "--replicas=0"]);
-    eventually(MINUTE, "no operator pod", || {
-        let left = op_ns.pods("app.kubernetes.io/name=tradingbot-operator");
-        async move { left.is_empty().then_some(()) }
-    })
-    .await;
+    op_ns
+        .scale_to_zero(operator, "app.kubernetes.io/name=tradingbot-operator")
+        .await;
     demo_ns.kubectl(&["delete", "tb", "fleet-btc", "--wait=false"]);
     docs.sh(r#"kubectl -n $NS patch tb $BOT --type json -p '[{"op":"remove","path":"/metadata/finalizers"}]'"#);
     eventually(MINUTE, "fleet-btc gone", || {

@@ -131,14 +131,14 @@ async fn apply_a_bot_inspect_it_and_restart_its_pod() {
     .await;
 
     // Without the operator, deletion waits on the finalizer; removing it by hand lets it go.
+    // `rollout status` returns as soon as the Deployment wants zero replicas; what matters is
+    // that no operator process still runs (one would remove the finalizer itself).
     flow.ns
-        .kubectl(&["scale", "deployment/tbo-tradingbot-operator", "--replicas=0"]);
-    flow.ns.kubectl(&[
-        "rollout",
-        "status",
-        "deployment/tbo-tradingbot-operator",
-        "--timeout=60s",
-    ]);
+        .scale_to_zero(
+            "deployment/tbo-tradingbot-operator",
+            "app.kubernetes.io/name=tradingbot-operator",
+        )
+        .await;
     flow.ns.kubectl(&["delete", "tb", "dev-bot", "--wait=false"]);
     // The delete is accepted (a deletion timestamp) and nothing but the finalizer holds it.
     let held = flow.ns.kubectl(&[

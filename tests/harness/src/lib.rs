@@ -644,6 +644,44 @@ impl TestNamespace {
         .collect()
     }
 
+    /// Pods matching `selector` that still have a running container. A pod whose containers
+    /// have all exited counts as stopped even while its object lingers: the kubelet here may
+    /// take over a minute to remove a terminated pod's object, and what a test waits for after
+    /// scaling an operator to zero is that no operator process runs any more.
+    pub fn pods_still_running(&self, selector: &str) -> Vec<String> {
+        let list: serde_json::Value =
+            serde_json::from_str(&self.kubectl(&["get", "pods", "-l", selector, "-o", "json"]))
+                .expect("kubectl get pods -o json prints JSON");
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        items
+            .iter()
+            .filter(|pod| {
+                let statuses = pod["status"]["containerStatuses"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                // No status yet (just scheduled) or any container not terminated: still running.
+                statuses.is_empty() || statuses.iter().any(|c| c["state"].get("terminated").is_none())
+            })
+            .map(|pod| pod["metadata"]["name"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// Scale a Deployment to zero and wait (up to 3 minutes) until none of its pods matching
+    /// `selector` runs a container any more.
+    pub async fn scale_to_zero(&self, deployment: &str, selector: &str) {
+        self.kubectl(&["scale", deployment, "--replicas=0"]);
+        eventually(
+            Duration::from_secs(180),
+            &format!("{deployment}: no running pod"),
+            || {
+                let left = self.pods_still_running(selector);
+                async move { left.is_empty().then_some(()) }
+            },
+        )
+        .await;
+    }
+
     /// SIGKILL the first container of a pod through containerd (the pod itself stays; the
     /// kubelet restarts the container).
     pub fn kill_container(&self, pod: &str) {
