@@ -846,16 +846,13 @@ async fn the_client_never_exceeds_the_private_rate_limit() {
         (25..=30).contains(&busiest),
         "{busiest} requests left within one second"
     );
-    // The exchange roughly agrees. Its window runs on its own clock, in this process: on a
-    // loaded 2-core machine a stalled scheduler bunches requests on arrival (5 and 11 of 95 seen
-    // beside a build and a cluster suite), each retried by the client; a missing limiter draws
-    // about 65 (95 at once against 30 a second). The bound is the client's, above; this one only
-    // tells a limiter from none.
-    assert!(
-        sim.stats().rate_limited <= 25,
-        "throttled {} times",
-        sim.stats().rate_limited
-    );
+    // The exchange's own count only tells a limiter from none. Its window runs on its own
+    // clock, on arrival: on a loaded 2-core machine a stalled scheduler bunches requests that
+    // left paced (5, 11 and 28 of 95 seen beside builds and cluster suites), each retried by the
+    // client. Without a limiter all 95 arrive at once and at least 65 of them are throttled in
+    // the first second alone (30 pass). The client's bound above is the one that matters.
+    let throttled = sim.stats().rate_limited;
+    assert!(throttled < requests - 30, "throttled {throttled} times: no limiter?");
     assert_eq!(client.counts().requests, requests + client.counts().rate_limited);
     sim.shutdown().await;
 }
