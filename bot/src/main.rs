@@ -26,6 +26,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A replay is synchronous: it runs without the async runtime's threads and their memory.
+    if let Some(Command::Backtest(bt)) = &cli.command {
+        return finish(backtest_command(bt, &config));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -37,21 +41,24 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(dispatch(cli, config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            let (code, line) = if error.downcast_ref::<ConfigError>().is_some() {
-                (2, format!("{error:#}"))
-            } else if is_credentials_error(&error) {
-                (3, credentials_line(&error))
-            } else {
-                (1, format!("{error:#}"))
-            };
-            eprintln!("perps-bot: {line}");
-            write_termination_message(&line);
-            ExitCode::from(code)
-        }
-    }
+    finish(runtime.block_on(dispatch(cli, config)))
+}
+
+/// The exit code of a command's result; a failure prints one line naming the reason.
+fn finish(result: anyhow::Result<()>) -> ExitCode {
+    let Err(error) = result else {
+        return ExitCode::SUCCESS;
+    };
+    let (code, line) = if error.downcast_ref::<ConfigError>().is_some() {
+        (2, format!("{error:#}"))
+    } else if is_credentials_error(&error) {
+        (3, credentials_line(&error))
+    } else {
+        (1, format!("{error:#}"))
+    };
+    eprintln!("perps-bot: {line}");
+    write_termination_message(&line);
+    ExitCode::from(code)
 }
 
 /// A credentials failure, naming the Secret they come from when the operator said which
@@ -146,33 +153,7 @@ async fn dispatch(cli: Cli, config: BotConfig) -> anyhow::Result<()> {
         Some(Command::Treasury { .. }) => {
             Err(ConfigError::new("treasury", perps_bot::cli::treasury_refusal("treasury")).into())
         }
-        Some(Command::Backtest(bt)) => {
-            if let Some(count) = bt.generate {
-                backtest::generate(&bt.candles, &config.symbols, count, config.paper.seed)?;
-                println!("wrote {count} candles to {}", bt.candles.display());
-                return Ok(());
-            }
-            let replay = backtest::load(&bt.candles)?;
-            let summary = backtest::run(&config, &replay, bt.baseline);
-            if bt.json {
-                print_json(&serde_json::to_value(&summary)?)
-            } else {
-                println!(
-                    "{} replay: {} candles over {} symbols in {:.3} s = {:.0} candles/s; orders {} placed, {} refused; realised PnL {} fees {}; peak RSS {:.1} MiB",
-                    summary.mode,
-                    summary.candles,
-                    summary.symbols,
-                    summary.seconds,
-                    summary.candles_per_second,
-                    summary.orders_placed,
-                    summary.orders_refused,
-                    summary.realized_pnl,
-                    summary.fees,
-                    summary.peak_rss_bytes as f64 / 1_048_576.0
-                );
-                Ok(())
-            }
-        }
+        Some(Command::Backtest(bt)) => backtest_command(&bt, &config),
     }
 }
 
@@ -223,6 +204,34 @@ async fn account_snapshot(args: &perps_bot::cli::RunArgs, config: &BotConfig) ->
             }))
         }
     }
+}
+
+/// `perps-bot backtest`: write a generated replay, or replay a candle file and print its summary.
+fn backtest_command(bt: &perps_bot::cli::BacktestArgs, config: &BotConfig) -> anyhow::Result<()> {
+    if let Some(count) = bt.generate {
+        backtest::generate(&bt.candles, &config.symbols, count, config.paper.seed)?;
+        println!("wrote {count} candles to {}", bt.candles.display());
+        return Ok(());
+    }
+    let replay = backtest::Replay::open(&bt.candles)?;
+    let summary = backtest::run(config, &replay, bt.baseline)?;
+    if bt.json {
+        return print_json(&serde_json::to_value(&summary)?);
+    }
+    println!(
+        "{} replay: {} candles over {} symbols in {:.3} s = {:.0} candles/s; orders {} placed, {} refused; realised PnL {} fees {}; peak RSS {:.1} MiB",
+        summary.mode,
+        summary.candles,
+        summary.symbols,
+        summary.seconds,
+        summary.candles_per_second,
+        summary.orders_placed,
+        summary.orders_refused,
+        summary.realized_pnl,
+        summary.fees,
+        summary.peak_rss_bytes as f64 / 1_048_576.0
+    );
+    Ok(())
 }
 
 fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {

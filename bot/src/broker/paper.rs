@@ -181,6 +181,11 @@ impl PaperExchange {
         self.lock().fills.clone()
     }
 
+    /// How many fills there were (without copying them).
+    pub fn fill_count(&self) -> usize {
+        self.lock().fills.len()
+    }
+
     pub fn orders(&self) -> Vec<Order> {
         self.lock().orders.clone()
     }

@@ -14,10 +14,12 @@ use anyhow::Context;
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
 use serde::Serialize;
-use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tradingbot_crds::{Instance, TradingMode};
 
@@ -29,56 +31,183 @@ pub struct Row {
     pub close: Decimal,
 }
 
-/// Loaded candles: symbols and rows in file order.
+/// A candle file checked end to end, then streamed from the start again: its rows are never
+/// held (only its symbols), so they cost no memory however long the file is.
+#[derive(Debug)]
 pub struct Replay {
+    path: PathBuf,
+    file: Mutex<Option<File>>,
     pub symbols: Vec<Symbol>,
-    pub rows: Vec<Row>,
+    index: HashMap<String, usize>,
+    /// Candles in the file (blank lines and the header not counted).
+    pub candles: usize,
 }
 
-/// Parse `symbol,start,open,high,low,close,volume` (a header line is skipped).
-pub fn load(path: &Path) -> anyhow::Result<Replay> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("--candles {}: cannot read", path.display()))?;
-    let mut symbols: Vec<Symbol> = Vec::new();
-    let mut index: BTreeMap<String, usize> = BTreeMap::new();
-    let mut rows = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || (number == 0 && line.starts_with("symbol")) {
-            continue;
-        }
-        let fields: Vec<&str> = line.split(',').collect();
-        let field = |i: usize, name: &str| {
-            fields
-                .get(i)
-                .map(|s| s.trim())
-                .with_context(|| format!("--candles line {}: missing {name}", number + 1))
+impl Replay {
+    /// Check every line of `path` (`symbol,start,open,high,low,close,volume`, a header line
+    /// skipped) and collect its symbols. A bad line is named before anything is replayed.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let mut replay = Replay {
+            path: path.to_path_buf(),
+            file: Mutex::new(None),
+            symbols: Vec::new(),
+            index: HashMap::new(),
+            candles: 0,
         };
-        let symbol_text = field(0, "symbol")?;
-        let symbol = match index.get(symbol_text) {
-            Some(i) => *i,
-            None => {
-                let parsed: Symbol = symbol_text
+        let mut lines = CandleLines::new(path, open_regular_file(path)?);
+        while let Some(candle) = lines.next_candle() {
+            let candle = candle?;
+            if !replay.index.contains_key(candle.symbol) {
+                let parsed: Symbol = candle
+                    .symbol
                     .parse()
-                    .map_err(|e: String| anyhow::anyhow!("--candles line {}: {e}", number + 1))?;
-                symbols.push(parsed);
-                index.insert(symbol_text.to_string(), symbols.len() - 1);
-                symbols.len() - 1
+                    .map_err(|e: String| anyhow::anyhow!("--candles line {}: {e}", candle.line))?;
+                replay.index.insert(candle.symbol.to_string(), replay.symbols.len());
+                replay.symbols.push(parsed);
             }
-        };
-        let start: i64 = field(1, "start")?
-            .parse()
-            .with_context(|| format!("--candles line {}: start must be unix seconds", number + 1))?;
-        let close = Decimal::from_str(field(5, "close")?)
-            .with_context(|| format!("--candles line {}: close must be a decimal", number + 1))?;
-        anyhow::ensure!(
-            close > Decimal::ZERO,
-            "--candles line {}: close must be positive",
-            number + 1
-        );
-        rows.push(Row { symbol, start, close });
+            replay.candles += 1;
+        }
+        anyhow::ensure!(replay.candles > 0, "--candles {}: no candles", path.display());
+        replay.file = Mutex::new(Some(lines.reader.into_inner()));
+        Ok(replay)
     }
-    anyhow::ensure!(!rows.is_empty(), "--candles {}: no candles", path.display());
-    Ok(Replay { symbols, rows })
+
+    /// The rows in file order, read from the file (the one checked, rewound) as they are
+    /// replayed; a second replay opens it again.
+    pub fn rows(&self) -> anyhow::Result<Rows<'_>> {
+        let kept = self.file.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let mut file = match kept {
+            Some(file) => file,
+            None => open_regular_file(&self.path)?,
+        };
+        file.seek(SeekFrom::Start(0))
+            .with_context(|| format!("--candles {}: cannot read it again from the start", self.path.display()))?;
+        Ok(Rows {
+            lines: CandleLines::new(&self.path, file),
+            replay: self,
+        })
+    }
+}
+
+/// Open `path` for reading; only a regular file will do (the replay reads it twice: a pipe or
+/// a FIFO could be read only once).
+fn open_regular_file(path: &Path) -> anyhow::Result<File> {
+    let cannot_read = || format!("--candles {}: cannot read", path.display());
+    // Looked at before opening: opening a FIFO would wait for a writer.
+    let regular = std::fs::metadata(path).with_context(cannot_read)?.is_file();
+    anyhow::ensure!(
+        regular,
+        "--candles {}: must be a regular file (it is checked whole before the replay, then read again)",
+        path.display()
+    );
+    File::open(path).with_context(cannot_read)
+}
+
+/// The rows of a [`Replay`], parsed one line at a time.
+pub struct Rows<'a> {
+    lines: CandleLines,
+    replay: &'a Replay,
+}
+
+impl Iterator for Rows<'_> {
+    type Item = anyhow::Result<Row>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let candle = match self.lines.next_candle()? {
+            Ok(candle) => candle,
+            Err(error) => return Some(Err(error)),
+        };
+        let Some(&symbol) = self.replay.index.get(candle.symbol) else {
+            return Some(Err(anyhow::anyhow!(
+                "--candles line {}: symbol {} was not in the file when it was checked (it changed during the replay)",
+                candle.line,
+                candle.symbol
+            )));
+        };
+        Some(Ok(Row {
+            symbol,
+            start: candle.start,
+            close: candle.close,
+        }))
+    }
+}
+
+/// One parsed line; the symbol borrows the reader's line buffer.
+struct Candle<'a> {
+    line: usize,
+    symbol: &'a str,
+    start: i64,
+    close: Decimal,
+}
+
+/// A candle file read line by line into one reused buffer.
+struct CandleLines {
+    reader: BufReader<File>,
+    path: PathBuf,
+    text: String,
+    number: usize,
+}
+
+impl CandleLines {
+    fn new(path: &Path, file: File) -> Self {
+        CandleLines {
+            reader: BufReader::new(file),
+            path: path.to_path_buf(),
+            text: String::new(),
+            number: 0,
+        }
+    }
+
+    /// The next candle (blank lines and a first line starting with `symbol` skipped), or the
+    /// error naming its line and field.
+    fn next_candle(&mut self) -> Option<anyhow::Result<Candle<'_>>> {
+        loop {
+            self.text.clear();
+            self.number += 1;
+            match self.reader.read_line(&mut self.text) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::InvalidData => {
+                    return Some(Err(anyhow::anyhow!("--candles line {}: not UTF-8 text", self.number)));
+                }
+                Err(error) => {
+                    return Some(Err(
+                        anyhow::Error::new(error).context(format!("--candles {}: cannot read", self.path.display()))
+                    ));
+                }
+            }
+            let line = self.text.trim();
+            if !(line.is_empty() || (self.number == 1 && line.starts_with("symbol"))) {
+                break;
+            }
+        }
+        Some(parse_candle(self.number, self.text.trim()))
+    }
+}
+
+fn parse_candle(number: usize, line: &str) -> anyhow::Result<Candle<'_>> {
+    let mut fields = line.split(',').map(str::trim);
+    let mut field = |name: &str| {
+        fields
+            .next()
+            .with_context(|| format!("--candles line {number}: missing {name}"))
+    };
+    let symbol = field("symbol")?;
+    let start: i64 = field("start")?
+        .parse()
+        .with_context(|| format!("--candles line {number}: start must be unix seconds"))?;
+    for name in ["open", "high", "low"] {
+        field(name)?;
+    }
+    let close = Decimal::from_str(field("close")?)
+        .with_context(|| format!("--candles line {number}: close must be a decimal"))?;
+    anyhow::ensure!(close > Decimal::ZERO, "--candles line {number}: close must be positive");
+    Ok(Candle {
+        line: number,
+        symbol,
+        start,
+        close,
+    })
 }
 
 /// Write a deterministic random-walk replay of `count` candles over `symbols` (round robin).
@@ -114,7 +243,9 @@ pub struct Summary {
     pub mode: &'static str,
     pub candles: usize,
     pub symbols: usize,
+    /// The replay loop, reading and parsing the streamed rows included.
     pub seconds: f64,
+    /// The replay's own rate: reading and parsing the file (`stages.read_and_parse`) excluded.
     pub candles_per_second: f64,
     pub orders_placed: u64,
     pub orders_refused: u64,
@@ -123,12 +254,13 @@ pub struct Summary {
     pub fees: Decimal,
     pub final_equity: Decimal,
     pub peak_rss_bytes: u64,
-    /// Where the time went (only measured in the full replay).
+    /// Where the time went (reading and parsing in both modes, the rest in the full replay).
     pub stages: BTreeMap<&'static str, f64>,
 }
 
-/// Replay `replay` through the pipeline (or, with `baseline`, through the bare loop).
-pub fn run(config: &BotConfig, replay: &Replay, baseline: bool) -> Summary {
+/// Replay `replay` through the pipeline (or, with `baseline`, through the bare loop), reading
+/// its rows from the file as they are replayed (the timed region includes parsing them).
+pub fn run(config: &BotConfig, replay: &Replay, baseline: bool) -> anyhow::Result<Summary> {
     let mut config = config.clone();
     config.symbols = replay.symbols.clone();
     config.risk.max_staleness_seconds = u64::MAX;
@@ -144,12 +276,20 @@ pub fn run(config: &BotConfig, replay: &Replay, baseline: bool) -> Summary {
     let mut marks: Vec<Decimal> = vec![Decimal::ZERO; replay.symbols.len()];
     let mut ids = ClientIds::new("backtest.");
     let (mut placed, mut refused) = (0u64, 0u64);
-    let mut stage = [Duration::ZERO; 3];
+    // strategy, risk and execution, guards, reading and parsing the streamed rows.
+    let mut stage = [Duration::ZERO; 4];
     let mut account = paper.account_now();
     let mut last_group = i64::MIN;
+    let mut candles = 0usize;
     let started = Instant::now();
 
-    for row in &replay.rows {
+    let mut rows = replay.rows()?;
+    loop {
+        let t = Instant::now();
+        let Some(row) = rows.next() else { break };
+        stage[3] += t.elapsed();
+        let row = row?;
+        candles += 1;
         marks[row.symbol] = row.close;
         paper.set_mark(&replay.symbols[row.symbol], row.close);
         if baseline {
@@ -228,33 +368,39 @@ pub fn run(config: &BotConfig, replay: &Replay, baseline: bool) -> Summary {
         stage[1] += t.elapsed();
     }
     let seconds = started.elapsed().as_secs_f64();
+    let replay_seconds = (seconds - stage[3].as_secs_f64()).max(0.0);
+    anyhow::ensure!(
+        candles == replay.candles,
+        "--candles {}: {} candles when checked, {candles} replayed (the file changed during the replay)",
+        replay.path.display(),
+        replay.candles
+    );
     let (realized_pnl, fees) = paper.totals();
     let final_account = paper.account_now();
     let final_equity = final_account.equity(|s| replay.symbols.iter().position(|x| x == s).map(|i| marks[i]));
-    let stages = if baseline {
-        BTreeMap::new()
-    } else {
-        BTreeMap::from([
+    let mut stages = BTreeMap::from([("read_and_parse", stage[3].as_secs_f64())]);
+    if !baseline {
+        stages.extend([
             ("strategy", stage[0].as_secs_f64()),
             ("risk_and_execution", stage[1].as_secs_f64()),
             ("guards", stage[2].as_secs_f64()),
-        ])
-    };
-    Summary {
+        ]);
+    }
+    Ok(Summary {
         mode: if baseline { "baseline" } else { "full" },
-        candles: replay.rows.len(),
+        candles,
         symbols: replay.symbols.len(),
         seconds,
-        candles_per_second: replay.rows.len() as f64 / seconds.max(1e-9),
+        candles_per_second: candles as f64 / replay_seconds.max(1e-9),
         orders_placed: placed,
         orders_refused: refused,
-        fills: paper.fills().len(),
+        fills: paper.fill_count(),
         realized_pnl,
         fees,
         final_equity,
         peak_rss_bytes: peak_rss_bytes(),
         stages,
-    }
+    })
 }
 
 /// Peak resident set size of this process (VmHWM), in bytes.
@@ -282,18 +428,19 @@ mod tests {
         let path = dir.path().join("candles.csv");
         let symbols: Vec<Symbol> = ["BTC-USD", "ETH-USD"].iter().map(|s| s.parse().unwrap()).collect();
         generate(&path, &symbols, 4000, 7).unwrap();
-        let replay = load(&path).unwrap();
-        assert_eq!((replay.rows.len(), replay.symbols.len()), (4000, 2));
+        let replay = Replay::open(&path).unwrap();
+        assert_eq!((replay.candles, replay.symbols.len()), (4000, 2));
         let mut config = builtin(Profile::Prod);
         config.strategy.confirmation_bars = 1;
-        let first = run(&config, &replay, false);
-        let second = run(&config, &replay, false);
+        let first = run(&config, &replay, false).unwrap();
+        let second = run(&config, &replay, false).unwrap();
+        assert_eq!(first.candles, 4000, "every row streamed through the replay");
         assert!(first.orders_placed > 0, "the strategy trades on a random walk");
         assert_eq!(
             (first.orders_placed, first.realized_pnl),
             (second.orders_placed, second.realized_pnl)
         );
-        let floor = run(&config, &replay, true);
+        let floor = run(&config, &replay, true).unwrap();
         assert_eq!(floor.orders_placed, 0);
     }
 
@@ -306,7 +453,68 @@ mod tests {
             "symbol,start,open,high,low,close,volume\nBTC-USD,1,1,1,1,abc,1\n",
         )
         .unwrap();
-        let error = load(&path).err().unwrap().to_string();
+        let error = Replay::open(&path).err().unwrap().to_string();
         assert!(error.contains("line 2") && error.contains("close"), "{error}");
+    }
+
+    #[test]
+    fn a_bad_last_line_is_refused_before_anything_is_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("late.csv");
+        let mut text = String::from("symbol,start,open,high,low,close,volume\n");
+        for i in 0..100 {
+            text.push_str(&format!("BTC-USD,{},1,1,1,100,1\n", 60 * i));
+        }
+        text.push_str("BTC-USD,6000,1,1,1\n");
+        std::fs::write(&path, text).unwrap();
+        let error = format!("{:#}", Replay::open(&path).err().unwrap());
+        assert!(error.contains("line 102") && error.contains("missing close"), "{error}");
+    }
+
+    #[test]
+    fn a_file_changed_after_its_check_stops_the_replay_naming_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("changed.csv");
+        std::fs::write(&path, "BTC-USD,0,1,1,1,100,1\nBTC-USD,60,1,1,1,101,1\n").unwrap();
+        let replay = Replay::open(&path).unwrap();
+        std::fs::write(&path, "BTC-USD,0,1,1,1,100,1\nETH-USD,60,1,1,1,101,1\n").unwrap();
+        let error = format!("{:#}", run(&builtin(Profile::Dev), &replay, false).err().unwrap());
+        assert!(error.contains("line 2") && error.contains("ETH-USD"), "{error}");
+    }
+
+    #[test]
+    fn a_file_cut_short_after_its_check_is_an_error_not_a_shorter_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cut.csv");
+        std::fs::write(&path, "BTC-USD,0,1,1,1,100,1\nBTC-USD,60,1,1,1,101,1\n").unwrap();
+        let replay = Replay::open(&path).unwrap();
+        std::fs::write(&path, "BTC-USD,0,1,1,1,100,1\n").unwrap();
+        let error = format!("{:#}", run(&builtin(Profile::Dev), &replay, false).err().unwrap());
+        assert!(error.contains("2 candles when checked, 1 replayed"), "{error}");
+    }
+
+    #[test]
+    fn only_a_regular_file_is_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = format!("{:#}", Replay::open(dir.path()).err().unwrap());
+        assert!(error.contains("must be a regular file"), "{error}");
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        let error = format!("{:#}", Replay::open(&fifo).err().unwrap());
+        assert!(error.contains("must be a regular file"), "{error}");
+        let error = format!("{:#}", Replay::open(&dir.path().join("absent.csv")).err().unwrap());
+        assert!(error.contains("absent.csv: cannot read"), "{error}");
+    }
+
+    #[test]
+    fn blank_lines_and_a_missing_header_are_fine_and_lines_count_from_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plain.csv");
+        std::fs::write(&path, "BTC-USD,0,1,1,1,100,1\n\n  \nBTC-USD,60,1,1,1,-1,1\n").unwrap();
+        let error = format!("{:#}", Replay::open(&path).err().unwrap());
+        assert!(error.contains("line 4") && error.contains("positive"), "{error}");
+        std::fs::write(&path, "BTC-USD,0,1,1,1,100,1\n\nBTC-USD,60,1,1,1,101,1\n").unwrap();
+        assert_eq!(Replay::open(&path).unwrap().candles, 2);
     }
 }
