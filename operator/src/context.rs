@@ -14,7 +14,7 @@ use kube::Client;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::Store;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tradingbot_crds::guards::HealthyStreaks;
 
@@ -41,6 +41,8 @@ pub struct BotMemory {
     pub last_ok_canary: u64,
     /// Identity Leases known to exist, and when that was checked.
     pub leases_verified: std::collections::HashMap<String, std::time::Instant>,
+    /// The ServiceMonitor last found as desired: the desired hash, and when.
+    pub service_monitor_verified: Option<crate::reconcile::apply::FoundServiceMonitor>,
     /// Reconciles in a row that could not write every child (for backoff).
     pub failed_passes: u32,
     /// While children keep failing, they are not tried again before this (a scrape-triggered
@@ -52,6 +54,33 @@ pub struct BotMemory {
     pub errors: u32,
 }
 
+/// Whether the ServiceMonitor API (monitoring.coreos.com/v1) is served, and how many times it
+/// has appeared: a ServiceMonitor found before the API last appeared may have gone with its CRD.
+#[derive(Default)]
+pub struct ServiceMonitorApi {
+    available: AtomicBool,
+    appearances: AtomicU64,
+}
+
+impl ServiceMonitorApi {
+    /// Record whether the API is served now; true when that changed.
+    pub fn set(&self, now: bool) -> bool {
+        let was = self.available.swap(now, Ordering::Relaxed);
+        if now && !was {
+            self.appearances.fetch_add(1, Ordering::Relaxed);
+        }
+        was != now
+    }
+
+    pub fn available(&self) -> bool {
+        self.available.load(Ordering::Relaxed)
+    }
+
+    pub fn appearances(&self) -> u64 {
+        self.appearances.load(Ordering::Relaxed)
+    }
+}
+
 pub struct Context {
     pub client: Client,
     pub settings: Settings,
@@ -59,7 +88,7 @@ pub struct Context {
     pub metrics: Arc<OperatorMetrics>,
     pub scraper: Arc<Scraper>,
     pub stores: Stores,
-    pub service_monitor_api: Arc<AtomicBool>,
+    pub service_monitor_api: Arc<ServiceMonitorApi>,
     /// True once every cache has its initial list: before that, reconciling could mistake a
     /// child the cache has not seen yet for a missing one.
     pub synced: Arc<AtomicBool>,
@@ -81,7 +110,7 @@ impl Context {
     }
 
     pub fn service_monitors_available(&self) -> bool {
-        self.service_monitor_api.load(Ordering::Relaxed)
+        self.service_monitor_api.available()
     }
 
     /// Run `f` with the bot's memory (keyed by uid).

@@ -350,7 +350,7 @@ pub async fn run(
         bot_triggers: bot_tx,
         account_triggers: account_tx,
     });
-    let monitor_api = Arc::new(AtomicBool::new(false));
+    let monitor_api = Arc::new(crate::context::ServiceMonitorApi::default());
     let (monitor_tx, monitor_rx) = mpsc::unbounded_channel();
     tokio::spawn(watch_service_monitor_api(
         client.clone(),
@@ -422,7 +422,7 @@ async fn stopped(mut shutdown: watch::Receiver<bool>) {
 /// appears, every bot is reconciled so wanted ServiceMonitors get created.
 async fn watch_service_monitor_api(
     client: Client,
-    available: Arc<AtomicBool>,
+    available: Arc<crate::context::ServiceMonitorApi>,
     reconcile_all: mpsc::UnboundedSender<()>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -431,7 +431,7 @@ async fn watch_service_monitor_api(
             .list_api_group_resources("monitoring.coreos.com/v1")
             .await
             .is_ok_and(|list| list.resources.iter().any(|r| r.name == "servicemonitors"));
-        if available.swap(now, Ordering::Relaxed) != now {
+        if available.set(now) {
             tracing::info!(
                 available = now,
                 "ServiceMonitor API (monitoring.coreos.com/v1) availability changed"

@@ -33,6 +33,21 @@ use tradingbot_crds::names::{
 /// How long a verified Lease is trusted to exist before it is looked at again.
 const LEASE_RECHECK: Duration = Duration::from_secs(300);
 
+/// How long a ServiceMonitor found as desired is trusted before it is looked at again (the
+/// operator has no cache of them: their API may come and go while it runs). A bot is
+/// reconciled after every scrape; without this each would cost a GET. One deleted by hand is
+/// back within this long.
+pub const SERVICE_MONITOR_RECHECK: Duration = Duration::from_secs(60);
+
+/// A bot's ServiceMonitor as last found: as desired with this hash, while the API had appeared
+/// this many times, at this moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundServiceMonitor {
+    pub hash: String,
+    pub api_appearances: u64,
+    pub at: Instant,
+}
+
 /// Why a child is not as desired.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChildIssue {
@@ -128,6 +143,22 @@ fn api_message(error: &WriteError) -> String {
 
 fn is_code(error: &WriteError, code: u16) -> bool {
     matches!(error, WriteError::Api(kube::Error::Api(e)) if e.code == code)
+}
+
+/// A ServiceMonitor found as desired is trusted while the same thing is desired, its API has
+/// not appeared again since (a CRD removed and installed again takes every ServiceMonitor
+/// with it) and the recheck interval has not passed.
+fn still_trusted(
+    found: Option<&FoundServiceMonitor>,
+    wanted_hash: Option<&str>,
+    api_appearances: u64,
+    now: Instant,
+) -> bool {
+    found.is_some_and(|f| {
+        Some(f.hash.as_str()) == wanted_hash
+            && f.api_appearances == api_appearances
+            && now.saturating_duration_since(f.at) < SERVICE_MONITOR_RECHECK
+    })
 }
 
 fn hash_of(meta: &kube::api::ObjectMeta, key: &str) -> Option<String> {
@@ -283,8 +314,35 @@ impl<'a> Writer<'a> {
     }
 
     /// Apply (or, when switched off, remove the one it created: `had_one`) the ServiceMonitor.
-    /// Some(true) when in place. A bot that never asked for one costs no request.
+    /// Some(true) when in place. A bot that never asked for one costs no request, and one
+    /// found as desired is trusted for [`SERVICE_MONITOR_RECHECK`] (`verified`: the desired
+    /// hash it was found with, and when) unless what is desired changes.
     pub async fn service_monitor(
+        &mut self,
+        desired: Option<&DynamicObject>,
+        name: &str,
+        had_one: bool,
+        verified: &mut Option<FoundServiceMonitor>,
+    ) -> Option<bool> {
+        let wanted_hash = desired.and_then(|d| hash_of(&d.metadata, ANNOTATION_DESIRED_HASH));
+        let api = &self.ctx.service_monitor_api;
+        let now = Instant::now();
+        if api.available() && still_trusted(verified.as_ref(), wanted_hash.as_deref(), api.appearances(), now) {
+            return Some(true);
+        }
+        let result = self.check_service_monitor(desired, name, had_one).await;
+        *verified = match (result, wanted_hash) {
+            (Some(true), Some(hash)) => Some(FoundServiceMonitor {
+                hash,
+                api_appearances: api.appearances(),
+                at: now,
+            }),
+            _ => None,
+        };
+        result
+    }
+
+    async fn check_service_monitor(
         &mut self,
         desired: Option<&DynamicObject>,
         name: &str,
@@ -505,7 +563,12 @@ pub async fn converge(
             .any(|c| c.type_ == super::status::types::SERVICE_MONITOR && c.status == "True")
     });
     let service_monitor = writer
-        .service_monitor(desired.service_monitor.as_ref(), &monitor_name, had_monitor)
+        .service_monitor(
+            desired.service_monitor.as_ref(),
+            &monitor_name,
+            had_monitor,
+            &mut memory.service_monitor_verified,
+        )
         .await;
     let legacy = InstanceNames::legacy_canary(&observed.name);
     let legacy_step = remove_instance(&mut writer, &observed.legacy_canary_pod, &legacy).await;
@@ -552,5 +615,39 @@ pub async fn stop(ctx: &Context, observed: &Observed, stops: &PerInstance<super:
         pods: steps,
         problems: writer.problems,
         service_monitor: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_monitor_found_as_desired_is_trusted_until_the_recheck_a_change_or_a_new_api() {
+        let at = Instant::now();
+        let found = FoundServiceMonitor {
+            hash: "h1".into(),
+            api_appearances: 1,
+            at,
+        };
+        let later = |seconds| at + Duration::from_secs(seconds);
+        assert!(
+            still_trusted(Some(&found), Some("h1"), 1, later(59)),
+            "same desire, same API, just checked"
+        );
+        assert!(!still_trusted(Some(&found), Some("h1"), 1, later(60)), "recheck due");
+        assert!(
+            !still_trusted(Some(&found), Some("h2"), 1, at),
+            "what is desired changed"
+        );
+        assert!(
+            !still_trusted(Some(&found), None, 1, at),
+            "no longer desired: look (and remove)"
+        );
+        assert!(
+            !still_trusted(Some(&found), Some("h1"), 2, at),
+            "the API appeared again since"
+        );
+        assert!(!still_trusted(None, Some("h1"), 1, at), "never found: look");
     }
 }
