@@ -43,7 +43,14 @@ remove_crd_if_unused() {
 
 if cluster_running; then
   echo "demo-down: deleting the demo's TradingBots in $DEMO_NS (halted first by the operator)"
-  k -n "$DEMO_NS" delete tradingbots --all --timeout=120s --ignore-not-found || true
+  if ! k -n "$DEMO_NS" delete tradingbots --all --timeout=120s --ignore-not-found; then
+    # No operator to finish them (scaled to zero, crashed): what the runbook does by hand, so
+    # the namespace can go; the bot pods stop with it and cancel their own open orders.
+    echo "demo-down: the operator did not finish deleting the demo's TradingBots: removing their finalizer" >&2
+    for bot in $(k -n "$DEMO_NS" get tradingbots -o name 2>/dev/null); do
+      k -n "$DEMO_NS" patch "$bot" --type json -p '[{"op":"remove","path":"/metadata/finalizers"}]' || true
+    done
+  fi
   if [[ -f $DEMO_DIR/operator.yaml ]]; then
     echo "demo-down: removing the operator"
     k delete -f "$DEMO_DIR/operator.yaml" --ignore-not-found --wait=false || true

@@ -406,17 +406,21 @@ impl Drop for TestNamespace {
             eprintln!("keeping namespace {}", self.name);
             return;
         }
-        // TradingBots carry a finalizer their operator removes: delete them while the operator
-        // (usually in this namespace) still runs, and strip what is left so the namespace can go.
+        // TradingBots and TradingAccounts carry a finalizer their operator removes: delete them
+        // while the operator (usually in this namespace) still runs, and strip what is left so
+        // the namespace can go (a namespace left Terminating keeps the CRD in use for good).
         let ns = self.name.as_str();
-        if self
-            .cluster
-            .kubectl_result(&["-n", ns, "delete", "tradingbots", "--all", "--timeout=60s"])
-            .is_err()
-        {
+        for kind in ["tradingbots", "tradingaccounts"] {
+            if self
+                .cluster
+                .kubectl_result(&["-n", ns, "delete", kind, "--all", "--timeout=60s"])
+                .is_ok()
+            {
+                continue;
+            }
             let names = self
                 .cluster
-                .kubectl_result(&["-n", ns, "get", "tradingbots", "-o", "name"])
+                .kubectl_result(&["-n", ns, "get", kind, "-o", "name"])
                 .unwrap_or_default();
             for name in names.split_whitespace() {
                 let patch = r#"{"metadata":{"finalizers":null}}"#;
