@@ -297,7 +297,12 @@ async fn trade<B: Broker>(
         config.execution.enable_preview,
         client_id_prefix.clone(),
     ));
-    tokio::spawn(enforce_mode_changes(executor.clone(), app.clone()));
+    // Subscribed, and the starting mode taken, now: a change made before the task first runs
+    // (e.g. an unreadable guard state at start) is still seen as a change (logged, and the
+    // orders the new mode forbids cancelled).
+    let modes = app.mode.subscribe();
+    let starting = modes.borrow().clone();
+    tokio::spawn(enforce_mode_changes(executor.clone(), app.clone(), modes, starting));
     if claim.is_fenced() {
         tokio::spawn(cancel_on_lease_loss(executor.clone(), claim));
     }
@@ -366,9 +371,12 @@ fn spawn_signal_handler(stop: watch::Sender<bool>) {
 
 /// Apply every mode change at once: metrics, a log event, and cancelling orders the new mode
 /// forbids (all of them when Halted, those that would not reduce when ReduceOnly).
-async fn enforce_mode_changes<B: Broker>(executor: Arc<Executor<B>>, app: Arc<AppState>) {
-    let mut rx = app.mode.subscribe();
-    let mut last = rx.borrow().clone();
+async fn enforce_mode_changes<B: Broker>(
+    executor: Arc<Executor<B>>,
+    app: Arc<AppState>,
+    mut rx: watch::Receiver<control::EffectiveMode>,
+    mut last: control::EffectiveMode,
+) {
     app.metrics.set_mode(last.mode, last.known);
     while rx.changed().await.is_ok() {
         let now = rx.borrow_and_update().clone();
