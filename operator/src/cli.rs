@@ -9,6 +9,17 @@ pub enum LogFormat {
     Text,
 }
 
+/// Where the operator's guards read the bots' metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum GuardSource {
+    /// Scrape every bot pod's /metrics (each on its own `scrapeIntervalSeconds`).
+    #[default]
+    Pods,
+    /// One PromQL query per `--prometheus-interval-seconds` to `--prometheus-url`, which scrapes
+    /// the bots itself (through their ServiceMonitors).
+    Prometheus,
+}
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "tradingbot-operator",
@@ -58,6 +69,36 @@ pub struct Args {
     /// This replica's identity (the pod name).
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
+
+    /// Split the bots among this many operators (each a shard with its own leader Lease); see
+    /// docs/ARCHITECTURE.md for which shard owns a bot.
+    #[arg(long, env = "SHARDS", default_value_t = 1)]
+    pub shards: u32,
+
+    /// The shard this operator owns, 0 to `--shards` - 1.
+    #[arg(long, env = "SHARD_INDEX", default_value_t = 0)]
+    pub shard_index: u32,
+
+    /// Where the guards read the bots' metrics.
+    #[arg(long, env = "GUARD_SOURCE", value_enum, default_value = "pods")]
+    pub guard_source: GuardSource,
+
+    /// Base URL of the Prometheus HTTP API, with `--guard-source prometheus`.
+    #[arg(long, env = "PROMETHEUS_URL")]
+    pub prometheus_url: Option<String>,
+
+    /// How often the guard query runs, with `--guard-source prometheus`.
+    #[arg(long, env = "PROMETHEUS_INTERVAL_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub prometheus_interval_seconds: u64,
+
+    /// A bot Prometheus last scraped longer ago than this counts as unreachable (its failed
+    /// observations start then; keep it at most the bots' `unreachableAfterSeconds`).
+    #[arg(long, env = "PROMETHEUS_MAX_AGE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub prometheus_max_age_seconds: u64,
+
+    /// How long one guard query may take (its answer covers the whole fleet).
+    #[arg(long, env = "PROMETHEUS_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub prometheus_timeout_seconds: u64,
 
     /// How long a scrape of a bot's /metrics may take.
     #[arg(long, env = "SCRAPE_TIMEOUT_SECONDS", default_value_t = 3)]

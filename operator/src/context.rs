@@ -100,6 +100,8 @@ pub struct Context {
     pub fleet: Arc<Fleet>,
     /// Per-account memory keyed by uid.
     pub account_memory: Mutex<HashMap<String, AccountMemory>>,
+    /// The share of the bots and accounts this operator reconciles.
+    pub shard: crate::shard::Shard,
 }
 
 impl Context {

@@ -203,6 +203,8 @@ pub struct ControllerOptions {
     pub fleet: Arc<Fleet>,
     /// The TradingAccount API is installed (checked at start).
     pub accounts: bool,
+    /// The share of the bots (and accounts) this operator reconciles.
+    pub shard: crate::shard::Shard,
 }
 
 /// The child caches of one scope and the streams feeding them.
@@ -330,6 +332,7 @@ pub async fn run(
         restarts,
         fleet,
         accounts,
+        shard,
     } = options;
     let ns = namespace.as_deref();
     let (stores, children_filled, child_events) = child_caches(&client, ns);
@@ -377,8 +380,9 @@ pub async fn run(
         restarts,
         fleet,
         account_memory: Default::default(),
+        shard,
     });
-    tracing::info!(namespace = %scope, accounts, "controller started");
+    tracing::info!(namespace = %scope, accounts, %shard, "controller started");
     let config = kube::runtime::controller::Config::default().concurrency(concurrency);
     let mut bot_controller = Controller::for_stream(bot_stream, bot_store)
         .reconcile_on(UnboundedReceiverStream(bot_rx))

@@ -12,3 +12,4 @@ pub mod http;
 pub mod metrics;
 pub mod reconcile;
 pub mod scrape;
+pub mod shard;

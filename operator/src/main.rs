@@ -1,5 +1,6 @@
 //! `tradingbot-operator`: one process; with `--leader-election`, several replicas can run and
-//! only the Lease holder reconciles (hand-over on shutdown releases the Lease).
+//! only the Lease holder reconciles (hand-over on shutdown releases the Lease). With `--shards`,
+//! each operator owns one shard of the bots and elects its leader among the shard's replicas.
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -9,10 +10,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 use tradingbot_crds::lease::{LeaseConfig, LeaseHolder};
-use tradingbot_operator::cli::{Args, LogFormat, Settings};
+use tradingbot_operator::cli::{Args, GuardSource, LogFormat, Settings};
 use tradingbot_operator::controller;
 use tradingbot_operator::http::{self, Health};
 use tradingbot_operator::metrics::OperatorMetrics;
+use tradingbot_operator::scrape::Scraper;
+use tradingbot_operator::scrape::prometheus::{PrometheusSettings, PrometheusSource};
+use tradingbot_operator::shard::Shard;
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -49,8 +53,39 @@ fn main() -> ExitCode {
     }
 }
 
+/// The operator keeps a connection open to every bot it scrapes: lift the soft open-file limit
+/// to the hard one (containers often start at 1,024, fewer than a fleet's bots).
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    if !got || limit.rlim_cur >= limit.rlim_max {
+        return;
+    }
+    let before = limit.rlim_cur;
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
+        tracing::info!(
+            before,
+            after = limit.rlim_cur,
+            "open-file limit raised to the hard limit"
+        );
+    } else {
+        tracing::warn!(before, hard = limit.rlim_max, error = %std::io::Error::last_os_error(), "cannot raise the open-file limit");
+    }
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
+    raise_open_file_limit();
+    let shard = Shard::new(args.shard_index, args.shards)?;
     let metrics = Arc::new(OperatorMetrics::new());
+    // A standby reports 0, so a shard whose replicas all stand by is seen (no leader).
+    let leader = metrics.leader.with_label_values(&[&shard.index().to_string()]);
+    leader.set(0);
     let config = kube::Config::infer()
         .await
         .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
@@ -82,6 +117,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .map(|n| n.trim().to_string())
         .filter(|n| !n.is_empty())
         .collect();
+    let watched = listed.clone();
     let namespaces: Vec<Option<String>> = if listed.is_empty() {
         vec![None]
     } else {
@@ -110,22 +146,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .leader_election_namespace
             .clone()
             .unwrap_or_else(|| "default".into());
-        let mut config = LeaseConfig::new(
-            &args.leader_election_lease,
-            &namespace,
-            format!("{identity}_{suffix:08x}"),
-        );
+        let lease_name = shard.lease_name(&args.leader_election_lease);
+        let mut config = LeaseConfig::new(&lease_name, &namespace, format!("{identity}_{suffix:08x}"));
         config.create_if_missing = true;
         let (mut claim, handle) = LeaseHolder::spawn(client.clone(), config);
         lease = Some(handle);
-        tracing::info!(lease = %args.leader_election_lease, %namespace, "standby: waiting to become the leader");
+        tracing::info!(lease = %lease_name, %namespace, %shard, "standby: waiting to become the leader");
         let mut waiting = stop.clone();
         tokio::select! {
             _ = claim.acquired() => {}
             _ = waiting.wait_for(|s| *s) => return Ok(()),
         }
         leading.store(true, Ordering::Relaxed);
-        metrics.leader.set(1);
+        leader.set(1);
         tracing::info!("leading: reconciling");
         // Losing the Lease means another replica may take over: stop at once.
         tokio::spawn(async move {
@@ -134,7 +167,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             std::process::exit(1);
         });
     } else {
-        metrics.leader.set(1);
+        leader.set(1);
     }
 
     let settings = Settings::from(&args);
@@ -142,8 +175,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         settings.max_concurrent_restarts,
         settings.restart_ready_timeout,
     ));
-    let (scraper, scrapes) =
-        tradingbot_operator::scrape::Scraper::new(Duration::from_secs(args.scrape_timeout_seconds), metrics.clone());
+    let (scraper, scrapes) = guard_source(&args, &metrics, &watched, stop.clone())?;
     let fleet = tradingbot_operator::fleet::Fleet::new(scraper, scrapes, synced.clone());
     let mut controllers = Vec::new();
     for (namespace, synced) in namespaces.into_iter().zip(synced) {
@@ -155,6 +187,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             restarts: restarts.clone(),
             fleet: fleet.clone(),
             accounts,
+            shard,
         };
         controllers.push(tokio::spawn(controller::run(
             client.clone(),
@@ -174,6 +207,44 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+type Scrapes = tokio::sync::mpsc::UnboundedReceiver<kube::runtime::reflector::ObjectRef<tradingbot_crds::TradingBot>>;
+
+/// The scraper, on the guard source the flags name.
+fn guard_source(
+    args: &Args,
+    metrics: &Arc<OperatorMetrics>,
+    namespaces: &[String],
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<(Arc<Scraper>, Scrapes)> {
+    let timeout = Duration::from_secs(args.scrape_timeout_seconds);
+    match args.guard_source {
+        GuardSource::Pods => Ok(Scraper::new(timeout, metrics.clone())),
+        GuardSource::Prometheus => {
+            let url = args
+                .prometheus_url
+                .clone()
+                .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+                .context(
+                    "--guard-source prometheus needs --prometheus-url (PROMETHEUS_URL), an http:// or https:// URL",
+                )?;
+            let settings = PrometheusSettings {
+                url: url.clone(),
+                interval: Duration::from_secs(args.prometheus_interval_seconds),
+                timeout: Duration::from_secs(args.prometheus_timeout_seconds),
+                max_age: Duration::from_secs(args.prometheus_max_age_seconds),
+                namespaces: namespaces.to_vec(),
+            };
+            let http = reqwest::Client::builder()
+                .connect_timeout(timeout)
+                .build()
+                .context("cannot build the Prometheus HTTP client")?;
+            tracing::info!(prometheus = %url, interval_s = args.prometheus_interval_seconds, "guard source: Prometheus");
+            let source = PrometheusSource::spawn(settings, http, metrics.clone(), stop);
+            Ok(Scraper::with_prometheus(timeout, metrics.clone(), source))
+        }
+    }
 }
 
 fn spawn_signal_handler(stop: watch::Sender<bool>) {

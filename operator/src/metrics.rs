@@ -1,8 +1,7 @@
 //! The operator's own Prometheus metrics.
 
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use rust_decimal::prelude::ToPrimitive;
 use std::collections::HashMap;
@@ -28,13 +27,15 @@ pub struct OperatorMetrics {
     pub guard_trips: IntCounterVec,
     pub scrape_failures: IntCounterVec,
     pub scrape_duration: Histogram,
+    pub scrapes_unchanged: IntCounter,
+    pub prometheus_queries: IntCounterVec,
     pub rollout_phase: IntGaugeVec,
     pub rollouts_started: IntCounter,
     pub rollouts_promoted: IntCounter,
     pub rollouts_aborted: IntCounter,
     pub writes: IntCounterVec,
     pub api_requests: IntCounterVec,
-    pub leader: IntGauge,
+    pub leader: IntGaugeVec,
     pub account_mode: IntGaugeVec,
     pub account_total: GaugeVec,
     pub account_limit: GaugeVec,
@@ -102,6 +103,17 @@ impl OperatorMetrics {
                 ),
                 &["namespace", "tradingbot"]
             )),
+            scrapes_unchanged: reg!(IntCounter::new(
+                "tradingbot_operator_scrapes_unchanged_total",
+                "Scrapes of quiet bots that changed nothing a decision reads (no reconcile asked)."
+            )),
+            prometheus_queries: reg!(IntCounterVec::new(
+                Opts::new(
+                    "tradingbot_operator_prometheus_queries_total",
+                    "Guard queries to Prometheus (guard source prometheus), by result."
+                ),
+                &["result"]
+            )),
             scrape_duration: reg!(Histogram::with_opts(
                 HistogramOpts::new(
                     "tradingbot_operator_scrape_duration_seconds",
@@ -142,9 +154,12 @@ impl OperatorMetrics {
                 ),
                 &["verb"]
             )),
-            leader: reg!(IntGauge::new(
-                "tradingbot_operator_leader",
-                "1 while this replica is the leader (or runs without election)."
+            leader: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "tradingbot_operator_leader",
+                    "1 while this replica leads its shard (or runs without election), 0 while it stands by."
+                ),
+                &["shard"]
             )),
             account_mode: reg!(IntGaugeVec::new(
                 Opts::new(

@@ -298,6 +298,75 @@ class LeaderElection(unittest.TestCase):
         self.assertEqual(env["LEADER_ELECTION_LEASE"], "my-lease")
 
 
+class Sharding(unittest.TestCase):
+    def test_one_shard_is_the_unsharded_operator(self):
+        deployment = one(render()[0], "Deployment")
+        self.assertEqual(deployment["metadata"]["name"], FULLNAME)
+        self.assertEqual(deployment["spec"]["selector"]["matchLabels"], OPERATOR_SELECTOR)
+        env = env_of(deployment)
+        self.assertEqual((env["SHARDS"], env["SHARD_INDEX"]), ("1", "0"))
+
+    def test_a_deployment_per_shard_each_selecting_only_its_pods(self):
+        docs = render({"shards": 3, "replicaCount": 2})[0]
+        deployments = sorted(objects(docs, "Deployment"), key=lambda d: d["metadata"]["name"])
+        self.assertEqual([d["metadata"]["name"] for d in deployments],
+                         [f"{FULLNAME}-shard-{i}" for i in range(3)])
+        for i, deployment in enumerate(deployments):
+            env = env_of(deployment)
+            self.assertEqual((env["SHARDS"], env["SHARD_INDEX"]), ("3", str(i)))
+            # Each shard's replicas elect a leader (the operator names the Lease per shard).
+            self.assertEqual(env["LEADER_ELECTION"], "true")
+            selector = deployment["spec"]["selector"]["matchLabels"]
+            self.assertEqual(selector, {**OPERATOR_SELECTOR, "tradingbot.gpttrader.io/shard": str(i)})
+            labels = deployment["spec"]["template"]["metadata"]["labels"]
+            self.assertTrue(set(selector.items()) <= set(labels.items()), labels)
+        # One metrics Service still selects every shard's pods.
+        service = one(docs, "Service")
+        self.assertEqual(service["spec"]["selector"], OPERATOR_SELECTOR)
+
+    def test_the_leader_role_names_every_shards_lease(self):
+        docs = render({"shards": 2, "watchNamespaces": ["a"]})[0]
+        leader = one(docs, "Role", FULLNAME + "-leader")
+        names = {name for _, resource, name, _ in rule_set(leader) if resource == "leases" and name}
+        self.assertEqual(names, {f"tradingbot-operator-leader-shard-{i}" for i in range(2)})
+
+    def test_the_leader_alert_is_per_shard_and_counts_missing_shards(self):
+        rules = lambda values: {r["alert"]: r for g in one(render(merge(ALL_FEATURES, values))[0], "PrometheusRule")["spec"]["groups"]
+                                for r in g["rules"] if "alert" in r}
+        unsharded = rules({})["OperatorLeaderElection"]["expr"]
+        self.assertIn("sum by (shard) (tradingbot_operator_leader", unsharded)
+        self.assertNotIn("count(count by (shard)", unsharded)
+        sharded = rules({"shards": 3})["OperatorLeaderElection"]["expr"]
+        self.assertIn("count(count by (shard) (tradingbot_operator_leader", sharded)
+        self.assertIn("< 3", sharded)
+
+    def test_zero_shards_is_refused(self):
+        with self.assertRaises(Exception):
+            render({"shards": 0})
+
+
+class GuardSource(unittest.TestCase):
+    def test_pods_by_default(self):
+        env = env_of(one(render()[0], "Deployment"))
+        self.assertEqual(env["GUARD_SOURCE"], "pods")
+        self.assertNotIn("PROMETHEUS_URL", env)
+
+    def test_prometheus_with_its_url_and_timings(self):
+        values = {"guardSource": {"type": "prometheus", "prometheus": {
+            "url": "http://prometheus.monitoring:9090", "intervalSeconds": 3, "maxAgeSeconds": 40,
+            "timeoutSeconds": 20}}}
+        env = env_of(one(render(values)[0], "Deployment"))
+        self.assertEqual(env["GUARD_SOURCE"], "prometheus")
+        self.assertEqual(env["PROMETHEUS_URL"], "http://prometheus.monitoring:9090")
+        self.assertEqual((env["PROMETHEUS_INTERVAL_SECONDS"], env["PROMETHEUS_MAX_AGE_SECONDS"],
+                          env["PROMETHEUS_TIMEOUT_SECONDS"]), ("3", "40", "20"))
+
+    def test_prometheus_without_a_url_is_refused(self):
+        with self.assertRaises(Exception) as refused:
+            render({"guardSource": {"type": "prometheus"}})
+        self.assertIn("guardSource.prometheus.url", str(refused.exception))
+
+
 class NamespacedMode(unittest.TestCase):
     @classmethod
     def setUpClass(cls):

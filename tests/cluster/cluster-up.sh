@@ -423,7 +423,8 @@ evictionHard:
 clusterDomain: cluster.local
 resolvConf: /etc/resolv.conf
 serializeImagePulls: false
-maxPods: 110
+# Room for the live-fleet benchmark's real bot pods (make bench); the default is 110.
+maxPods: 250
 # Compute node status often (it is only written when it changes), so the node
 # turns Ready a few seconds after registering instead of ~10 s.
 nodeStatusUpdateFrequency: 2s

@@ -83,6 +83,9 @@ pub async fn reconcile(account: Arc<TradingAccount>, ctx: Arc<Context>) -> Resul
     if !ctx.is_synced() {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
+    if !ctx.shard.owns_account(&account) {
+        return Ok(Action::await_change());
+    }
     let namespace = account.namespace().unwrap_or_default();
     let name = account.name_any();
     let label = format!("{namespace}/{name}");

@@ -30,6 +30,7 @@ pub mod trading;
 pub mod validate;
 
 use crate::context::{BotMemory, Context};
+use crate::scrape::Relevance;
 use apply::Applied;
 use decide::{ChildrenPlan, Decision};
 use enforce::Version;
@@ -120,6 +121,9 @@ pub async fn reconcile(bot: Arc<TradingBot>, ctx: Arc<Context>) -> Result<Action
     if !ctx.is_synced() {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
+    if !ctx.shard.owns_bot(&bot) {
+        return Ok(let_go(&bot, &ctx));
+    }
     let started = Instant::now();
     let uid = bot.uid().unwrap_or_default();
     let mut memory = ctx.take_memory(&uid);
@@ -133,6 +137,31 @@ pub async fn reconcile(bot: Arc<TradingBot>, ctx: Arc<Context>) -> Result<Action
     let outcome = if result.is_ok() { "ok" } else { "error" };
     ctx.metrics.reconciliations.with_label_values(&[outcome]).inc();
     result
+}
+
+/// A bot of another shard (its account changed, or it never was ours): nothing of it is kept or
+/// scraped here, and it is not reconciled again until it changes.
+fn let_go(bot: &TradingBot, ctx: &Context) -> Action {
+    forget_bot(
+        ctx,
+        &bot.namespace().unwrap_or_default(),
+        &bot.name_any(),
+        &bot.uid().unwrap_or_default(),
+    );
+    Action::await_change()
+}
+
+/// Drop everything this operator holds about a bot: its scrapes, memory, metric series and
+/// restart slots.
+fn forget_bot(ctx: &Context, namespace: &str, name: &str, uid: &str) {
+    ctx.scraper.forget_bot(namespace, name);
+    ctx.forget(uid);
+    ctx.metrics.record_bot(namespace, name, None);
+    let _ = ctx.metrics.scrape_failures.remove_label_values(&[namespace, name]);
+    for instance in [Instance::Prod, Instance::Canary] {
+        ctx.restarts
+            .finish(&(namespace.to_string(), name.to_string(), instance.to_string()));
+    }
 }
 
 pub fn error_policy(bot: Arc<TradingBot>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -158,7 +187,7 @@ async fn reconcile_bot(bot: Arc<TradingBot>, ctx: &Context, memory: &mut BotMemo
     publish(&observed, &report.notices, ctx).await;
     audit::log(&observed.namespace, &observed.name, &decision.records.audit);
     record_metrics(ctx, &observed, &report.status, &decision);
-    follow_pods(&observed, ctx);
+    follow_pods(&observed, &report.status, ctx);
     if let Some(account) = &observed.bot.spec.account {
         // The account's totals include this bot's latest scrape.
         let (namespace, name) = account.resolve(&observed.namespace);
@@ -284,13 +313,38 @@ async fn publish(observed: &Observed, notices: &[Notice], ctx: &Context) {
     }
 }
 
-/// Scrape what runs and is ours (also while paused, degraded or deleting: status stays true).
-fn follow_pods(observed: &Observed, ctx: &Context) {
+/// Scrape what runs and is ours (also while paused, degraded or deleting: status stays true),
+/// and say which scrapes can change a decision.
+fn follow_pods(observed: &Observed, status: &TradingBotStatus, ctx: &Context) {
+    let relevance = relevance(observed, status);
     for instance in [Instance::Prod, Instance::Canary] {
-        ctx.scraper.ensure(
-            target_key(&observed.namespace, &observed.name, instance),
-            observed.scrape_target(instance),
-        );
+        let key = target_key(&observed.namespace, &observed.name, instance);
+        ctx.scraper.ensure(key.clone(), observed.scrape_target(instance));
+        ctx.scraper.set_relevance(&key, relevance.clone());
+    }
+}
+
+/// Every scrape matters while something counts scrapes or reads values continuously: a trip
+/// waiting for healthy scrapes, a rollout (gates, analysis, bake), a deletion (the bot reporting
+/// Halted), an account (its totals add up the bots' values). A quiet bot's scrape matters only
+/// when it changes what the guards see at their levels, or what the bot reports of itself.
+pub fn relevance(observed: &Observed, status: &TradingBotStatus) -> Relevance {
+    let rollout_quiet = status.rollout.as_ref().is_none_or(|r| {
+        matches!(
+            r.phase,
+            RolloutPhase::Idle | RolloutPhase::Promoted | RolloutPhase::Aborted | RolloutPhase::RolledBack
+        )
+    });
+    let quiet = !observed.deleting()
+        && observed.bot.spec.account.is_none()
+        && status.trips.is_empty()
+        && status.canary_version.is_none()
+        && observed.pods.canary.ours().is_none()
+        && rollout_quiet;
+    if quiet {
+        Relevance::GuardLevels(Box::new(observed.bot.spec.guards.clone()))
+    } else {
+        Relevance::Every
     }
 }
 
@@ -301,9 +355,7 @@ async fn finish_deletion(observed: &Observed, version: &Version, ctx: &Context) 
             bot: bot_ref(&observed.bot),
             source,
         })?;
-    ctx.scraper.forget_bot(&observed.namespace, &observed.name);
-    ctx.forget(&observed.uid);
-    ctx.metrics.record_bot(&observed.namespace, &observed.name, None);
+    forget_bot(ctx, &observed.namespace, &observed.name, &observed.uid);
     let removed = Notice::normal(
         Reason::Removed,
         "the bot is halted and its pods are gone; children are garbage-collected",

@@ -224,9 +224,12 @@ pub fn gather(bot: Arc<TradingBot>, ctx: &Context) -> Observed {
 impl Observed {
     /// Where to scrape `instance`: only a running pod this TradingBot controls.
     pub fn scrape_target(&self, instance: Instance) -> Option<Target> {
-        let ip = self.pods.get(instance).ours()?.ip.clone()?;
+        let pod = self.pods.get(instance).ours()?;
+        let ip = pod.ip.clone()?;
         let spec = &self.bot.spec;
         Some(Target {
+            pod: pod.pod.name_any(),
+            instance: format!("{ip}:{}", spec.metrics.port),
             url: format!("http://{ip}:{}/metrics", spec.metrics.port),
             interval: Duration::from_secs(u64::from(spec.metrics.scrape_interval_seconds)),
             error_window: Duration::from_secs(u64::from(

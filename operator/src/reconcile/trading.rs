@@ -39,17 +39,7 @@ pub fn view_of(
     let silent = observation.silent_for(now);
     let unreachable = silent > unreachable_after;
     let fresh = observation.last_error.is_none();
-    let mut observed = GuardObservation::default();
-    if let Some(sample) = observation.sample.as_ref().filter(|_| fresh) {
-        observed = GuardObservation {
-            daily_loss: sample.daily_loss,
-            drawdown_percent: sample.drawdown_percent,
-            market_data_staleness_seconds: sample.staleness_max,
-            volatility: sample.volatility_max,
-            concentration: sample.concentration,
-            errors_in_window: observation.errors_in_window,
-        };
-    }
+    let mut observed = observation.guard_observation();
     if unreachable {
         let silent_seconds = Decimal::from(silent.as_secs());
         let reported = observation

@@ -1,9 +1,13 @@
 //! Scraping bots' `/metrics`, concurrently, one task per bot instance, each on its own interval
 //! and with its own timeout (one slow bot never delays another). Every scrape stores an
-//! [`Observation`] and asks for the bot to be reconciled, where guards and rollout gates are
-//! evaluated.
+//! [`Observation`]; the bot is reconciled (where guards and rollout gates are evaluated) after
+//! every scrape that can change a decision: each one while something counts scrapes (a rollout,
+//! a trip waiting to resume, a deletion, an account's totals), otherwise only a failed scrape, a
+//! change of what the guards see at their levels or of what the bot reports about itself, and at
+//! least once every [`REFRESH`] anyway (see [`Relevance`]).
 
 pub mod parse;
+pub mod prometheus;
 
 use crate::metrics::OperatorMetrics;
 use kube::runtime::reflector::ObjectRef;
@@ -16,6 +20,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tradingbot_crds::bot_metrics as m;
+use tradingbot_crds::guards::{self, GuardKind, GuardObservation};
+use tradingbot_crds::spec::Guards;
 use tradingbot_crds::{Instance, TradingBot, TradingMode};
 
 /// One bot instance.
@@ -29,6 +35,10 @@ pub struct TargetKey {
 /// Where and how often to scrape.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    /// The pod and the address scraped (`ip:port`): its series in Prometheus, when that is the
+    /// guard source.
+    pub pod: String,
+    pub instance: String,
     pub url: String,
     pub interval: Duration,
     /// The errorRate guard's window (errors are counted over it).
@@ -136,11 +146,89 @@ impl Observation {
     pub fn silent_for(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.last_ok.unwrap_or(self.since))
     }
+
+    /// What the guards see in the latest scrape: nothing when it failed (a failed scrape
+    /// measures nothing).
+    pub fn guard_observation(&self) -> GuardObservation {
+        match self.sample.as_ref().filter(|_| self.last_error.is_none()) {
+            Some(sample) => GuardObservation {
+                daily_loss: sample.daily_loss,
+                drawdown_percent: sample.drawdown_percent,
+                market_data_staleness_seconds: sample.staleness_max,
+                volatility: sample.volatility_max,
+                concentration: sample.concentration,
+                errors_in_window: self.errors_in_window,
+            },
+            None => GuardObservation::default(),
+        }
+    }
+}
+
+/// Which scrapes of a bot instance can change a decision about it (the reconciler says, after
+/// each reconcile of the bot).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Relevance {
+    /// Every scrape (something counts scrapes or reads values continuously). The default: a bot
+    /// not reconciled yet is looked at after each.
+    #[default]
+    Every,
+    /// Only one whose [`Fingerprint`] under these guard levels differs from the last one the
+    /// bot was reconciled after.
+    GuardLevels(Box<Guards>),
+}
+
+/// What a decision about a quiet bot reads of a scrape: whether it failed, which guard levels
+/// its values reach, and what the bot reports about its own state (its mode and latched trips;
+/// open orders only matter to a deletion, whose every scrape counts anyway).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fingerprint {
+    failed: bool,
+    breaches: Vec<(GuardKind, TradingMode)>,
+    trading_mode: Option<TradingMode>,
+    latched: Vec<(String, TradingMode, i64)>,
+}
+
+impl Fingerprint {
+    pub fn of(observation: &Observation, guard_levels: &Guards) -> Self {
+        let sample = observation.sample.as_ref().filter(|_| observation.last_error.is_none());
+        let mut breaches: Vec<(GuardKind, TradingMode)> =
+            guards::evaluate(guard_levels, &observation.guard_observation())
+                .into_iter()
+                .map(|b| (b.guard, b.level))
+                .collect();
+        breaches.sort();
+        Self {
+            failed: observation.last_error.is_some(),
+            breaches,
+            trading_mode: sample.and_then(|s| s.trading_mode),
+            latched: sample.map(|s| s.latched.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+/// A quiet bot is reconciled at least this often, whatever its scrapes say.
+pub const REFRESH: Duration = Duration::from_secs(60);
+
+/// Whether the scrape just stored asks for a reconcile, given the last one that did.
+fn asks_for_reconcile(
+    relevance: &Relevance,
+    observation: &Observation,
+    last_sent: Option<&(Fingerprint, Instant)>,
+    now: Instant,
+) -> Option<Fingerprint> {
+    let Relevance::GuardLevels(levels) = relevance else {
+        return Some(Fingerprint::of(observation, &Guards::default()));
+    };
+    let fingerprint = Fingerprint::of(observation, levels);
+    let unchanged =
+        last_sent.is_some_and(|(sent, at)| *sent == fingerprint && now.saturating_duration_since(*at) < REFRESH);
+    (fingerprint.failed || !unchanged).then_some(fingerprint)
 }
 
 struct Running {
     target: Target,
     task: JoinHandle<()>,
+    relevance: Arc<RwLock<Relevance>>,
 }
 
 /// The scrape scheduler. Cheap to share.
@@ -151,12 +239,32 @@ pub struct Scraper {
     observations: Arc<RwLock<HashMap<TargetKey, Observation>>>,
     trigger: mpsc::UnboundedSender<ObjectRef<TradingBot>>,
     metrics: Arc<OperatorMetrics>,
+    /// Observations come from Prometheus instead of scraping the pods (see [`prometheus`]).
+    prometheus: Option<Arc<prometheus::PrometheusSource>>,
 }
 
 impl Scraper {
     pub fn new(
         timeout: Duration,
         metrics: Arc<OperatorMetrics>,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<ObjectRef<TradingBot>>) {
+        Self::build(timeout, metrics, None)
+    }
+
+    /// A scheduler that takes every observation from `source` (one query per interval for the
+    /// whole fleet) instead of scraping each pod.
+    pub fn with_prometheus(
+        timeout: Duration,
+        metrics: Arc<OperatorMetrics>,
+        source: Arc<prometheus::PrometheusSource>,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<ObjectRef<TradingBot>>) {
+        Self::build(timeout, metrics, Some(source))
+    }
+
+    fn build(
+        timeout: Duration,
+        metrics: Arc<OperatorMetrics>,
+        prometheus: Option<Arc<prometheus::PrometheusSource>>,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<ObjectRef<TradingBot>>) {
         let (trigger, rx) = mpsc::unbounded_channel();
         let http = reqwest::Client::builder()
@@ -172,6 +280,7 @@ impl Scraper {
             observations: Arc::new(RwLock::new(HashMap::new())),
             trigger,
             metrics,
+            prometheus,
         };
         (Arc::new(scraper), rx)
     }
@@ -182,6 +291,17 @@ impl Scraper {
             .unwrap_or_else(|p| p.into_inner())
             .get(key)
             .cloned()
+    }
+
+    /// Which of `key`'s scrapes ask for a reconcile from now on (nothing when it is not scraped).
+    pub fn set_relevance(&self, key: &TargetKey, relevance: Relevance) {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(current) = running.get(key) {
+            let mut slot = current.relevance.write().unwrap_or_else(|p| p.into_inner());
+            if *slot != relevance {
+                *slot = relevance;
+            }
+        }
     }
 
     /// Scrape `key` at `target` (None stops scraping it). Unchanged targets keep their task.
@@ -202,8 +322,16 @@ impl Scraper {
                 if let Some(old) = running.remove(&key) {
                     old.task.abort();
                 }
-                let task = tokio::spawn(self.clone().scrape_loop(key.clone(), target.clone()));
-                running.insert(key, Running { target, task });
+                let relevance = Arc::new(RwLock::new(Relevance::Every));
+                let task = tokio::spawn(self.clone().scrape_loop(key.clone(), target.clone(), relevance.clone()));
+                running.insert(
+                    key,
+                    Running {
+                        target,
+                        task,
+                        relevance,
+                    },
+                );
             }
         }
     }
@@ -226,54 +354,111 @@ impl Scraper {
         self.running.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    async fn scrape_loop(self: Arc<Self>, key: TargetKey, target: Target) {
-        let since = Instant::now();
-        let mut history: VecDeque<(Instant, f64)> = VecDeque::new();
+    async fn scrape_loop(self: Arc<Self>, key: TargetKey, target: Target, relevance: Arc<RwLock<Relevance>>) {
+        let mut state = LoopState {
+            since: Instant::now(),
+            history: VecDeque::new(),
+            last_sent: None,
+            last_scrape_id: None,
+        };
         let mut ticker = tokio::time::interval(target.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut answers = self.prometheus.as_ref().map(|p| p.subscribe());
         loop {
-            ticker.tick().await;
+            next_round(&mut ticker, &mut answers).await;
             let started = Instant::now();
-            let result = self.scrape_once(&target.url).await;
-            self.metrics.scrape_duration.observe(started.elapsed().as_secs_f64());
-            let previous = self.observation(&key);
-            let mut observation = previous.unwrap_or(Observation {
-                ok_count: 0,
-                since,
-                last_attempt: started,
-                last_ok: None,
-                last_ok_at: None,
-                last_error: None,
-                sample: None,
-                errors_in_window: None,
-            });
-            observation.last_attempt = started;
-            match result {
-                Ok(sample) => {
-                    observation.errors_in_window = sample
-                        .errors_total
-                        .and_then(|now| errors_in_window(&mut history, started, now, target.error_window));
-                    observation.ok_count += 1;
-                    observation.last_ok = Some(started);
-                    observation.last_ok_at = Some(k8s_openapi::jiff::Timestamp::now());
-                    observation.last_error = None;
-                    observation.sample = Some(sample);
-                }
-                Err(error) => {
-                    self.metrics
-                        .scrape_failures
-                        .with_label_values(&[&key.namespace, &key.bot])
-                        .inc();
-                    tracing::debug!(tradingbot = %key.bot, namespace = %key.namespace, instance = %key.instance, %error, "scrape failed");
-                    observation.last_error = Some(error);
-                }
+            let result = self.fetch(&key, &target).await;
+            if let Ok(fetched) = &result
+                && fetched.scrape_id.is_some()
+                && fetched.scrape_id == state.last_scrape_id
+            {
+                // Prometheus has not scraped the pod again: nothing new was measured.
+                continue;
             }
+            let observation = self.observe(&key, &target, &mut state, started, result);
+            let asks = {
+                let relevance = relevance.read().unwrap_or_else(|p| p.into_inner());
+                asks_for_reconcile(&relevance, &observation, state.last_sent.as_ref(), started)
+            };
             self.observations
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(key.clone(), observation);
-            let _ = self.trigger.send(ObjectRef::new(&key.bot).within(&key.namespace));
+            match asks {
+                Some(fingerprint) => {
+                    state.last_sent = Some((fingerprint, started));
+                    let _ = self.trigger.send(ObjectRef::new(&key.bot).within(&key.namespace));
+                }
+                None => self.metrics.scrapes_unchanged.inc(),
+            }
         }
+    }
+
+    /// The observation after one fetch at `started`, from the previous one.
+    fn observe(
+        &self,
+        key: &TargetKey,
+        target: &Target,
+        state: &mut LoopState,
+        started: Instant,
+        result: Result<Fetched, String>,
+    ) -> Observation {
+        let mut observation = self.observation(key).unwrap_or(Observation {
+            ok_count: 0,
+            since: state.since,
+            last_attempt: started,
+            last_ok: None,
+            last_ok_at: None,
+            last_error: None,
+            sample: None,
+            errors_in_window: None,
+        });
+        observation.last_attempt = started;
+        match result {
+            Ok(fetched) => {
+                // Measured `age` ago (Prometheus scraped the pod before this round read it).
+                let measured = started.checked_sub(fetched.age).unwrap_or(started);
+                observation.errors_in_window = fetched
+                    .sample
+                    .errors_total
+                    .and_then(|now| errors_in_window(&mut state.history, measured, now, target.error_window));
+                observation.ok_count += 1;
+                observation.last_ok = Some(measured);
+                observation.last_ok_at = Some(timestamp_before(fetched.age));
+                observation.last_error = None;
+                observation.sample = Some(fetched.sample);
+                state.last_scrape_id = fetched.scrape_id;
+            }
+            Err(error) => {
+                self.metrics
+                    .scrape_failures
+                    .with_label_values(&[&key.namespace, &key.bot])
+                    .inc();
+                tracing::debug!(tradingbot = %key.bot, namespace = %key.namespace, instance = %key.instance, %error, "scrape failed");
+                observation.last_error = Some(error);
+            }
+        }
+        observation
+    }
+
+    /// The instance's metrics now: from Prometheus's latest answer, or scraped from the pod.
+    async fn fetch(&self, key: &TargetKey, target: &Target) -> Result<Fetched, String> {
+        if let Some(source) = &self.prometheus {
+            let measured = source.sample_of(&key.namespace, &target.pod, &target.instance)?;
+            return Ok(Fetched {
+                sample: measured.sample,
+                age: measured.age,
+                scrape_id: Some(measured.scrape_id),
+            });
+        }
+        let started = Instant::now();
+        let result = self.scrape_once(&target.url).await;
+        self.metrics.scrape_duration.observe(started.elapsed().as_secs_f64());
+        result.map(|sample| Fetched {
+            sample,
+            age: Duration::ZERO,
+            scrape_id: None,
+        })
     }
 
     async fn scrape_once(&self, url: &str) -> Result<BotSample, String> {
@@ -294,6 +479,48 @@ impl Scraper {
         }
         Ok(BotSample::from_samples(&samples))
     }
+}
+
+/// What one target's loop carries from round to round.
+struct LoopState {
+    since: Instant,
+    /// The errorRate window's counter values.
+    history: VecDeque<(Instant, f64)>,
+    /// The fingerprint the bot was last reconciled after, and when.
+    last_sent: Option<(Fingerprint, Instant)>,
+    /// Prometheus's scrape last taken (None when scraping the pod).
+    last_scrape_id: Option<u64>,
+}
+
+/// One fetched measurement.
+struct Fetched {
+    sample: BotSample,
+    /// How old the data already was when read (0 for a scrape of the pod).
+    age: Duration,
+    /// Prometheus's scrape it comes from.
+    scrape_id: Option<u64>,
+}
+
+/// Wait for the next round: the interval, or (from Prometheus) a new answer, whichever comes
+/// first; the interval alone once the answers stop.
+async fn next_round(ticker: &mut tokio::time::Interval, answers: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    if let Some(rx) = answers {
+        tokio::select! {
+            _ = ticker.tick() => return,
+            changed = rx.changed() => if changed.is_ok() { return },
+        }
+        *answers = None;
+    }
+    ticker.tick().await;
+}
+
+/// Wall-clock time `age` ago.
+fn timestamp_before(age: Duration) -> k8s_openapi::jiff::Timestamp {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    k8s_openapi::jiff::SignedDuration::try_from(age)
+        .ok()
+        .and_then(|age| now.checked_sub(age).ok())
+        .unwrap_or(now)
 }
 
 /// The largest metrics body the operator reads from one bot (a bot's page is a few KiB; a target
@@ -415,6 +642,104 @@ mod tests {
         assert_eq!(
             (empty.orders_rejected, empty.guard_trips, empty.cycles_timed),
             (None, None, None)
+        );
+    }
+
+    fn observation(daily_loss: &str, staleness: &str, failed: bool) -> Observation {
+        let now = Instant::now();
+        Observation {
+            ok_count: 1,
+            since: now,
+            last_attempt: now,
+            last_ok: Some(now),
+            last_ok_at: None,
+            last_error: failed.then(|| "connection refused".to_string()),
+            sample: Some(BotSample {
+                daily_loss: Some(daily_loss.parse().unwrap()),
+                staleness_max: Some(staleness.parse().unwrap()),
+                trading_mode: Some(TradingMode::Normal),
+                cycles: Some(7),
+                ..BotSample::default()
+            }),
+            errors_in_window: None,
+        }
+    }
+
+    fn loss_levels() -> Relevance {
+        let guards: Guards = serde_json::from_value(serde_json::json!({
+            "dailyLoss": {"reduceOnlyAt": "100", "haltAt": "200"},
+            "marketDataStalenessSeconds": {"reduceOnlyAt": 30},
+        }))
+        .unwrap();
+        Relevance::GuardLevels(Box::new(guards))
+    }
+
+    /// Feed `scrapes` through the trigger rule (each `step` apart); which asked for a reconcile.
+    fn asked(relevance: &Relevance, scrapes: &[Observation], step: Duration) -> Vec<bool> {
+        let start = Instant::now();
+        let mut last_sent = None;
+        scrapes
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let at = start + step * i as u32;
+                let asks = asks_for_reconcile(relevance, o, last_sent.as_ref(), at);
+                if let Some(fingerprint) = asks.clone() {
+                    last_sent = Some((fingerprint, at));
+                }
+                asks.is_some()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_quiet_bot_is_reconciled_only_when_a_level_or_its_own_state_changes() {
+        let scrapes = [
+            observation("0", "1", false),
+            // Values move but stay under every level: nothing a decision reads changed.
+            observation("40", "2.5", false),
+            observation("99.99", "29", false),
+            // The loss reaches ReduceOnly, then Halted, then falls back under both.
+            observation("100", "3", false),
+            observation("150", "3", false),
+            observation("200", "3", false),
+            observation("10", "3", false),
+            // Staleness crosses its level.
+            observation("10", "31", false),
+        ];
+        assert_eq!(
+            asked(&loss_levels(), &scrapes, Duration::from_secs(2)),
+            [true, false, false, true, false, true, true, true]
+        );
+        let mut reports_halted = observation("10", "3", false);
+        if let Some(sample) = reports_halted.sample.as_mut() {
+            sample.trading_mode = Some(TradingMode::Halted);
+        }
+        let scrapes = [observation("10", "3", false), reports_halted];
+        assert_eq!(asked(&loss_levels(), &scrapes, Duration::from_secs(2)), [true, true]);
+    }
+
+    #[test]
+    fn failures_always_and_quiet_bots_at_least_every_refresh_ask_for_a_reconcile() {
+        let failing = [
+            observation("0", "1", false),
+            observation("0", "1", true),
+            observation("0", "1", true),
+            observation("0", "1", false),
+        ];
+        assert_eq!(
+            asked(&loss_levels(), &failing, Duration::from_secs(2)),
+            [true, true, true, true]
+        );
+        let same: Vec<Observation> = (0..5).map(|_| observation("0", "1", false)).collect();
+        // 25 s apart: the third is 50 s after the first (no), the fourth 75 s (yes: REFRESH).
+        assert_eq!(
+            asked(&loss_levels(), &same, Duration::from_secs(25)),
+            [true, false, false, true, false]
+        );
+        assert_eq!(
+            asked(&Relevance::Every, &same, Duration::from_secs(2)),
+            [true, true, true, true, true]
         );
     }
 

@@ -103,18 +103,27 @@ async fn floor(client: &Client, namespace: &str) -> anyhow::Result<Duration> {
     Ok(started.elapsed())
 }
 
-/// The operator's API requests so far by verb, from its own /metrics.
-async fn api_requests_by_verb(ns: &TestNamespace) -> anyhow::Result<BTreeMap<String, f64>> {
+/// The operator's own /metrics page, read from its pod IP.
+pub(crate) async fn operator_metrics(ns: &TestNamespace) -> anyhow::Result<String> {
     let pod = ns
         .pods("app.kubernetes.io/name=tradingbot-operator")
         .into_iter()
         .next()
         .unwrap_or_default();
     let ip = ns.kubectl_result(&["get", "pod", &pod, "-o", "jsonpath={.status.podIP}"])?;
-    let text = reqwest::get(format!("http://{}:8080/metrics", ip.trim()))
+    Ok(reqwest::get(format!("http://{}:8080/metrics", ip.trim()))
         .await?
         .text()
-        .await?;
+        .await?)
+}
+
+/// The value of one sample line (`name{labels} value`).
+fn sample_value(line: &str) -> f64 {
+    line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0)
+}
+
+/// The operator's API requests so far by verb, from its /metrics page.
+pub(crate) fn requests_by_verb(text: &str) -> BTreeMap<String, f64> {
     let mut by_verb = BTreeMap::new();
     for line in text
         .lines()
@@ -125,10 +134,24 @@ async fn api_requests_by_verb(ns: &TestNamespace) -> anyhow::Result<BTreeMap<Str
             .nth(1)
             .and_then(|r| r.split('"').next())
             .unwrap_or("?");
-        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        *by_verb.entry(verb.to_string()).or_insert(0.0) += value;
+        *by_verb.entry(verb.to_string()).or_insert(0.0) += sample_value(line);
     }
-    Ok(by_verb)
+    by_verb
+}
+
+/// The sum of every sample of `name`, whatever its labels.
+pub(crate) fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .map(sample_value)
+        .sum()
+}
+
+async fn api_requests_by_verb(ns: &TestNamespace) -> anyhow::Result<BTreeMap<String, f64>> {
+    Ok(requests_by_verb(&operator_metrics(ns).await?))
 }
 
 async fn api_requests(ns: &TestNamespace) -> anyhow::Result<f64> {
@@ -339,7 +362,7 @@ async fn idle_window(ns: &TestNamespace, operator: &OperatorProcess) -> anyhow::
 }
 
 /// Delete every TradingBot (the operator halts each, then lets it go); how long it took.
-async fn delete_fleet(ns: &TestNamespace, bots: &Api<TradingBot>) -> Duration {
+pub(crate) async fn delete_fleet(ns: &TestNamespace, bots: &Api<TradingBot>) -> Duration {
     let deleting = Instant::now();
     ns.kubectl(&["delete", "tradingbots", "--all", "--wait=false"]);
     let gone_by = deleting + Duration::from_secs(900);

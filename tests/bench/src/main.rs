@@ -6,16 +6,20 @@
 //!    in ReduceOnly, split into detection and propagation, next to the bot's own guard.
 //! 2. Fleet scale: 1,000 TradingBots, against the API server accepting the same child objects
 //!    from one client; operator RSS, CPU, API requests per bot, idle writes.
+//!    A live fleet: as many real bot pods as the node holds plus 2,000 synthetic scraped
+//!    bots; the operator's steady-state cost and the guard reaction at fleet size vs alone.
 //! 3. Bot pipeline throughput on a 100,000-candle replay, against the bare replay loop.
 //! 4. `perps-bot --profile dev --dev-fast` wall time and RSS.
 
 mod fleet;
 mod images;
+mod live;
 mod load;
 mod operator_process;
 mod pipeline;
 mod reaction;
 mod report;
+mod synthetic;
 
 use report::{Row, RunLog};
 
@@ -37,7 +41,7 @@ async fn bench(only: &[String]) -> anyhow::Result<()> {
     let mut rows: Vec<Row> = Vec::new();
     let mut run = RunLog::default();
     let load = load::LoadWatch::start();
-    if wants("reaction") || wants("fleet") {
+    if wants("reaction") || wants("fleet") || wants("live") {
         run.note(format!(
             "Images: release builds of the measured tree, loaded as perps-bot:{tag} and tradingbot-operator:{tag}.",
             tag = images::tag()?
@@ -55,6 +59,10 @@ async fn bench(only: &[String]) -> anyhow::Result<()> {
     if wants("fleet") {
         eprintln!("bench: fleet of 1,000 TradingBots (real cluster)");
         rows.extend(fleet::run(&mut run).await?);
+    }
+    if wants("live") {
+        eprintln!("bench: live fleet: real bot pods and synthetic scraped bots (real cluster)");
+        rows.extend(live::run(&mut run).await?);
     }
     run.note(load.summary());
     let table = report::table(&rows);

@@ -83,6 +83,18 @@ impl OperatorProcess {
         Ok(())
     }
 
+    /// The process's soft limit on open files (`Max open files` in /proc/PID/limits).
+    pub fn open_files_limit(&self) -> Option<u64> {
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", self.pid)).ok()?;
+        limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))?
+            .split_whitespace()
+            .nth(3)?
+            .parse()
+            .ok()
+    }
+
     /// Peak resident set size (VmHWM), bytes.
     pub fn peak_rss(&self) -> Result<u64, OperatorChanged> {
         self.status_kb("VmHWM:").map(|kb| kb * 1024)

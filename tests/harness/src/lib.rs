@@ -619,7 +619,22 @@ impl TestNamespace {
             release: "tbo".into(),
             namespace: self.name.clone(),
         };
-        let deployment_ref = "deployment/tbo-tradingbot-operator";
+        // One Deployment, or one per shard (the chart's naming).
+        let shards = merged["shards"].as_u64().unwrap_or(1);
+        let deployments: Vec<String> = match shards {
+            0 | 1 => vec!["deployment/tbo-tradingbot-operator".into()],
+            n => (0..n)
+                .map(|i| format!("deployment/tbo-tradingbot-operator-shard-{i}"))
+                .collect(),
+        };
+        for deployment_ref in &deployments {
+            self.wait_rolled_out(deployment_ref);
+        }
+        deployment
+    }
+
+    /// Wait until `deployment_ref` is rolled out; panics with its pods and log otherwise.
+    fn wait_rolled_out(&self, deployment_ref: &str) {
         if let Err(error) = self.kubectl_result(&["rollout", "status", deployment_ref, "--timeout=180s"]) {
             // What a person would look at next, so a failure here can be diagnosed from the log.
             let describe = self
@@ -630,7 +645,6 @@ impl TestNamespace {
                 .unwrap_or_else(|e| format!("{e:#}"));
             panic!("{error:#}\n--- operator pods ---\n{describe}\n--- operator log ---\n{logs}");
         }
-        deployment
     }
 
     /// Names of pods matching a label selector.
