@@ -236,7 +236,10 @@ async fn guard_trials(fleet: &SyntheticFleet, probe: &mut ProbeWatch) -> anyhow:
         tokio::time::sleep(jitter).await;
         let started = Instant::now();
         set_loss(fleet, LOSS_OVER);
-        match probe.wait_for(TradingMode::ReduceOnly, Some(started), TRIAL_TIMEOUT).await {
+        match probe
+            .wait_for(TradingMode::ReduceOnly, Some(started), TRIAL_TIMEOUT)
+            .await
+        {
             Some(at) => trials.samples.push(at.saturating_duration_since(started)),
             None => trials.timed_out += 1,
         }
@@ -259,7 +262,11 @@ async fn assign_addresses(client: &Client, namespace: &str, bots: &HashMap<Strin
         let mut assigned = 0;
         let mut missing = Vec::new();
         for pod in &list.items {
-            let owner = pod.owner_references().iter().find(|o| o.kind == "TradingBot").map(|o| o.name.clone());
+            let owner = pod
+                .owner_references()
+                .iter()
+                .find(|o| o.kind == "TradingBot")
+                .map(|o| o.name.clone());
             let Some(index) = owner.and_then(|o| bots.get(&o).copied()) else {
                 continue;
             };
@@ -463,7 +470,8 @@ async fn steady_window(
         per_minute,
         reconciles_per_second: (after.reconciles - before.reconciles) / seconds,
         // Failed scrapes are timed too: only the successful ones keep the schedule.
-        scrapes_per_second: ((after.scrapes - before.scrapes) - (after.scrape_failures - before.scrape_failures)) / seconds,
+        scrapes_per_second: ((after.scrapes - before.scrapes) - (after.scrape_failures - before.scrape_failures))
+            / seconds,
         synthetic_per_second: (after.synthetic_scrapes - before.synthetic_scrapes) as f64 / seconds,
         scrape_failures: after.scrape_failures - before.scrape_failures,
         scheduled_per_second,
@@ -559,7 +567,15 @@ pub async fn run(run: &mut RunLog) -> anyhow::Result<Vec<Row>> {
 
     eprintln!("bench: live fleet — the probe bot alone");
     start_probe(&ns, &client, &bots, &fleet, &mut probe).await?;
-    let alone_steady = steady_window(&ns, &operator, &fleet, 1, 1.0 / PROBE_SCRAPE.as_secs_f64(), Duration::from_secs(30)).await?;
+    let alone_steady = steady_window(
+        &ns,
+        &operator,
+        &fleet,
+        1,
+        1.0 / PROBE_SCRAPE.as_secs_f64(),
+        Duration::from_secs(30),
+    )
+    .await?;
     let alone = guard_trials(&fleet, &mut probe).await?;
     let alone_errors = probe.errors();
 
@@ -676,7 +692,10 @@ fn live_rows(steady: &Steady, alone: &Steady, reaction: &Reaction<'_>) -> Vec<Ro
         )
         .baseline(format!("{:.1}/s scheduled", steady.scheduled_per_second))
         .ratio(steady.scrapes_per_second / steady.scheduled_per_second.max(0.001))
-        .target(">= 0.95x", steady.scrapes_per_second >= 0.95 * steady.scheduled_per_second),
+        .target(
+            ">= 0.95x",
+            steady.scrapes_per_second >= 0.95 * steady.scheduled_per_second,
+        ),
         Row::new(
             format!("live fleet: reconciles at steady state ({bots} bots)"),
             format!("{:.1}/s", steady.reconciles_per_second),
@@ -697,7 +716,11 @@ fn live_rows(steady: &Steady, alone: &Steady, reaction: &Reaction<'_>) -> Vec<Ro
         .ratio(steady.rss as f64 / alone.rss.max(1) as f64),
         Row::new(
             format!("live fleet: operator API requests per minute at steady state ({bots} bots)"),
-            if verbs.is_empty() { "none".into() } else { verbs.join(", ") },
+            if verbs.is_empty() {
+                "none".into()
+            } else {
+                verbs.join(", ")
+            },
         ),
         writes_row,
     ];

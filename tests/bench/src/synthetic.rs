@@ -90,9 +90,7 @@ impl SyntheticFleet {
             scrapes: (0..bots).map(|_| AtomicU64::new(0)).collect(),
             page: static_page(),
         });
-        let app = Router::new()
-            .route("/metrics", get(metrics))
-            .with_state(shared.clone());
+        let app = Router::new().route("/metrics", get(metrics)).with_state(shared.clone());
         let server = tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {
                 eprintln!("bench: the synthetic fleet's server stopped: {error}");
@@ -134,11 +132,7 @@ impl SyntheticFleet {
 
     /// Requests answered so far, per bot.
     pub fn scrapes(&self) -> Vec<u64> {
-        self.shared
-            .scrapes
-            .iter()
-            .map(|s| s.load(Ordering::Relaxed))
-            .collect()
+        self.shared.scrapes.iter().map(|s| s.load(Ordering::Relaxed)).collect()
     }
 
     /// The size of one bot's page.
@@ -202,7 +196,13 @@ fn label_value(label: &str) -> &'static str {
 
 /// The value a healthy, idle bot reports for `metric`.
 fn idle_value(metric: &MetricDef) -> &'static str {
-    if [bot_metrics::BUILD_INFO, bot_metrics::MODE_KNOWN, bot_metrics::LEASE_HELD].contains(metric) {
+    if [
+        bot_metrics::BUILD_INFO,
+        bot_metrics::MODE_KNOWN,
+        bot_metrics::LEASE_HELD,
+    ]
+    .contains(metric)
+    {
         "1"
     } else {
         "0"
@@ -227,7 +227,9 @@ fn static_page() -> String {
             continue;
         }
         if kind == "histogram" {
-            for le in ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"] {
+            for le in [
+                "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf",
+            ] {
                 let _ = writeln!(page, "{}_bucket{{le=\"{le}\"}} 0", metric.name);
             }
             let _ = writeln!(page, "{}_sum 0\n{}_count 0", metric.name, metric.name);
@@ -269,7 +271,10 @@ fn ensure_open_files(wanted: u64) -> anyhow::Result<()> {
     limit.rlim_cur = wanted;
     // SAFETY: as above.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-        anyhow::bail!("setrlimit(RLIMIT_NOFILE, {wanted}): {}", std::io::Error::last_os_error());
+        anyhow::bail!(
+            "setrlimit(RLIMIT_NOFILE, {wanted}): {}",
+            std::io::Error::last_os_error()
+        );
     }
     Ok(())
 }
