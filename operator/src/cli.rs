@@ -79,6 +79,11 @@ pub struct Args {
     #[arg(long, env = "SHARD_INDEX", default_value_t = 0)]
     pub shard_index: u32,
 
+    /// Reconcile a quiet bot (no trip, rollout, canary, deletion or account) only after a scrape
+    /// that changes something a decision reads, or once a minute; off: after every scrape.
+    #[arg(long, env = "QUIET_SCRAPES", num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub quiet_scrapes: bool,
+
     /// Where the guards read the bots' metrics.
     #[arg(long, env = "GUARD_SOURCE", value_enum, default_value = "pods")]
     pub guard_source: GuardSource,
@@ -134,6 +139,8 @@ pub struct Settings {
     pub halt_timeout: std::time::Duration,
     pub max_concurrent_restarts: usize,
     pub restart_ready_timeout: std::time::Duration,
+    /// See [`Args::quiet_scrapes`].
+    pub quiet_scrapes: bool,
 }
 
 impl From<&Args> for Settings {
@@ -146,6 +153,7 @@ impl From<&Args> for Settings {
             halt_timeout: std::time::Duration::from_secs(args.halt_timeout_seconds),
             max_concurrent_restarts: usize::from(args.max_concurrent_restarts),
             restart_ready_timeout: std::time::Duration::from_secs(args.restart_ready_timeout_seconds),
+            quiet_scrapes: args.quiet_scrapes,
         }
     }
 }
@@ -160,6 +168,7 @@ impl Settings {
             halt_timeout: std::time::Duration::from_secs(60),
             max_concurrent_restarts: 1,
             restart_ready_timeout: std::time::Duration::from_secs(600),
+            quiet_scrapes: false,
         }
     }
 }

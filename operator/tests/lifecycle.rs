@@ -228,10 +228,18 @@ async fn a_new_version_replaces_the_pod_without_two_ever_ready() {
         async move { (seen >= 3 && ready == "True").then_some(()) }
     })
     .await;
-    eventually(Duration::from_secs(30), "the watch seeing the third pod Ready", || {
-        let ready = seen_ready.lock().unwrap().len();
-        async move { (ready >= 3).then_some(()) }
-    })
+    // The watch saw the pod now running Ready, and at least one Ready pod before it (a watch
+    // that re-lists may miss a short-lived state in between, never the current one).
+    let current = pod_field(&ns, "single", "{.metadata.uid}");
+    eventually(
+        Duration::from_secs(60),
+        "the watch seeing the current pod Ready",
+        || {
+            let seen = seen_ready.lock().unwrap().clone();
+            let current = current.clone();
+            async move { (seen.contains(&current) && seen.len() >= 2).then_some(()) }
+        },
+    )
     .await;
     assert!(!watch.is_finished(), "the pod watch ended early");
     watch.abort();

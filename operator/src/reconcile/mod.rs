@@ -316,7 +316,10 @@ async fn publish(observed: &Observed, notices: &[Notice], ctx: &Context) {
 /// Scrape what runs and is ours (also while paused, degraded or deleting: status stays true),
 /// and say which scrapes can change a decision.
 fn follow_pods(observed: &Observed, status: &TradingBotStatus, ctx: &Context) {
-    let relevance = relevance(observed, status);
+    let relevance = match ctx.settings.quiet_scrapes {
+        true => relevance(observed, status),
+        false => Relevance::Every,
+    };
     for instance in [Instance::Prod, Instance::Canary] {
         let key = target_key(&observed.namespace, &observed.name, instance);
         ctx.scraper.ensure(key.clone(), observed.scrape_target(instance));

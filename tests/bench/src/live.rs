@@ -557,10 +557,12 @@ pub async fn run(run: &mut RunLog) -> anyhow::Result<Vec<Row>> {
     let host = host_from_pods();
     let port = sim.addr().port();
     let ns = cluster.namespace("bench-live").await;
-    ns.deploy_operator(crate::images::operator_values(json!({"exchange": {
-        "defaultApiBaseUrl": format!("http://{host}:{port}/api/v3/brokerage"),
-        "defaultWsUrl": format!("ws://{host}:{port}/ws"),
-    }}))?);
+    ns.deploy_operator(crate::images::operator_values(
+        json!({"quietScrapes": true, "exchange": {
+            "defaultApiBaseUrl": format!("http://{host}:{port}/api/v3/brokerage"),
+            "defaultWsUrl": format!("ws://{host}:{port}/ws"),
+        }}),
+    )?);
     let operator = OperatorProcess::find(&ns)?;
     let bots: Api<TradingBot> = Api::namespaced(client.clone(), &ns.name);
     let mut probe = ProbeWatch::start(bots.clone(), fleet.clone());
