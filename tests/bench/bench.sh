@@ -2,7 +2,8 @@
 # `make bench`: reaction time, fleet scale, bot throughput and the dev-fast smoke run, each
 # against its baseline, on the local Kubernetes cluster with release builds. Prints one table
 # and writes docs/BENCHMARKS.md. Never fails on timing; fails only when a measurement cannot
-# be taken. Arguments select parts: pipeline, reaction, fleet, live (docs/BENCHMARKS.md is written
+# be taken, and then only at the end: that part is an INVALID row, the other parts are still
+# measured and written. Arguments select parts: pipeline, reaction, fleet, live (docs/BENCHMARKS.md is written
 # only by a full run).
 #
 # If this run starts the cluster, it stops it again at the end, unless another run or a demo

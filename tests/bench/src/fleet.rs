@@ -272,7 +272,13 @@ pub async fn run(run: &mut RunLog) -> anyhow::Result<Vec<Row>> {
         concurrency.trim(),
         converged.per_verb.join(", ")
     ));
-    Ok(fleet_rows(&converged, floor_time, peak_rss, &idle, restarted))
+    let rows = fleet_rows(&converged, floor_time, peak_rss, &idle, restarted);
+    // The next part starts on a quiet API server: the fleet's children are gone, not still
+    // being collected behind it.
+    let fleet_name = ns.name.clone();
+    drop(ns);
+    wait_namespace_gone(&cluster, &fleet_name).await;
+    Ok(rows)
 }
 
 fn kubernetes_version(cluster: &Cluster) -> anyhow::Result<String> {

@@ -258,7 +258,9 @@ async fn assign_addresses(client: &Client, namespace: &str, bots: &HashMap<Strin
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
-        let list = pods.list(&ListParams::default()).await?;
+        // From the API server's cache (a stale answer only means another round): a full list
+        // from etcd every two seconds at fleet size would load what is being measured.
+        let list = pods.list(&ListParams::default().match_any()).await?;
         let mut assigned = 0;
         let mut missing = Vec::new();
         for pod in &list.items {
@@ -329,7 +331,7 @@ async fn wait_scraped(fleet: &SyntheticFleet, indices: &[usize], before: &[u64],
 
 /// How many of `names` have status phase Running.
 async fn running(bots: &Api<TradingBot>, names: &[String]) -> usize {
-    let Ok(list) = bots.list(&ListParams::default()).await else {
+    let Ok(list) = bots.list(&ListParams::default().match_any()).await else {
         return 0;
     };
     list.items
@@ -558,7 +560,9 @@ pub async fn run(run: &mut RunLog) -> anyhow::Result<Vec<Row>> {
     let port = sim.addr().port();
     let ns = cluster.namespace("bench-live").await;
     ns.deploy_operator(crate::images::operator_values(
-        json!({"quietScrapes": true, "exchange": {
+        // Room above the chart's 256Mi limit: an out-of-memory kill at fleet size would end the
+        // part instead of measuring it (the RSS row says what it really used).
+        json!({"quietScrapes": true, "resources": {"limits": {"memory": "1Gi"}}, "exchange": {
             "defaultApiBaseUrl": format!("http://{host}:{port}/api/v3/brokerage"),
             "defaultWsUrl": format!("ws://{host}:{port}/ws"),
         }}),

@@ -21,6 +21,7 @@ mod reaction;
 mod report;
 mod synthetic;
 
+use futures::FutureExt;
 use report::{Row, RunLog};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -39,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
 async fn bench(only: &[String]) -> anyhow::Result<()> {
     let wants = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let mut rows: Vec<Row> = Vec::new();
+    let mut unmeasured: Vec<&'static str> = Vec::new();
     let mut run = RunLog::default();
     let load = load::LoadWatch::start();
     if wants("reaction") || wants("fleet") || wants("live") {
@@ -49,27 +51,63 @@ async fn bench(only: &[String]) -> anyhow::Result<()> {
     }
     if wants("pipeline") {
         eprintln!("bench: bot pipeline throughput and dev-fast smoke");
-        rows.extend(pipeline::throughput(&mut run)?);
-        rows.extend(pipeline::dev_fast(&mut run)?);
+        let part = async { pipeline::throughput(&mut run) };
+        measure(&mut rows, &mut unmeasured, "bot pipeline throughput", part).await;
+        let part = async { pipeline::dev_fast(&mut run) };
+        measure(&mut rows, &mut unmeasured, "perps-bot --profile dev --dev-fast", part).await;
     }
     if wants("reaction") {
         eprintln!("bench: reaction times (real cluster)");
-        rows.extend(reaction::run(&mut run).await?);
+        let part = reaction::run(&mut run);
+        measure(&mut rows, &mut unmeasured, "reaction times", part).await;
     }
     if wants("fleet") {
         eprintln!("bench: fleet of 1,000 TradingBots (real cluster)");
-        rows.extend(fleet::run(&mut run).await?);
+        let part = fleet::run(&mut run);
+        measure(&mut rows, &mut unmeasured, "fleet of 1,000 TradingBots", part).await;
     }
     if wants("live") {
         eprintln!("bench: live fleet: real bot pods and synthetic scraped bots (real cluster)");
-        rows.extend(live::run(&mut run).await?);
+        let part = live::run(&mut run);
+        measure(&mut rows, &mut unmeasured, "live fleet", part).await;
     }
     run.note(load.summary());
     let table = report::table(&rows);
     println!("{table}");
     if only.is_empty() {
-        report::write_markdown(&table, &run)?;
+        report::write_markdown(&table, &run, !unmeasured.is_empty())?;
         eprintln!("bench: wrote docs/BENCHMARKS.md");
     }
+    anyhow::ensure!(
+        unmeasured.is_empty(),
+        "not measured (INVALID rows in the table): {}",
+        unmeasured.join(", ")
+    );
     Ok(())
+}
+
+/// Runs one part of the bench. A part that fails, with an error or a panic, becomes one
+/// INVALID row naming it and why: the parts measured before and after it still reach the table
+/// and docs/BENCHMARKS.md, and the run fails at the end.
+async fn measure(
+    rows: &mut Vec<Row>,
+    unmeasured: &mut Vec<&'static str>,
+    part: &'static str,
+    work: impl Future<Output = anyhow::Result<Vec<Row>>>,
+) {
+    let why = match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+        Ok(Ok(measured)) => {
+            rows.extend(measured);
+            return;
+        }
+        Ok(Err(error)) => format!("{error:#}"),
+        Err(panic) => panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "it panicked".into()),
+    };
+    eprintln!("bench: {part} could not be measured: {why}");
+    rows.push(Row::invalid(part, report::table_cell(&why)));
+    unmeasured.push(part);
 }

@@ -294,9 +294,13 @@ fn commit() -> String {
     }
 }
 
+/// What a placeholder says when a part of the run failed before measuring it.
+const NOT_MEASURED: &str = "(not measured: its part of this run failed, see the table)";
+
 /// Fill `{name}` placeholders from `facts`; a placeholder without a fact is an error (a figure
-/// the run did not produce must not appear).
-pub fn fill(template: &str, facts: &BTreeMap<&'static str, String>) -> anyhow::Result<String> {
+/// the run did not produce must not appear), unless a part of the run failed (`some_failed`):
+/// then it says so in place of the figure.
+pub fn fill(template: &str, facts: &BTreeMap<&'static str, String>, some_failed: bool) -> anyhow::Result<String> {
     let mut out = String::new();
     let mut rest = template;
     while let Some(open) = rest.find('{') {
@@ -306,26 +310,44 @@ pub fn fill(template: &str, facts: &BTreeMap<&'static str, String>) -> anyhow::R
             .find('}')
             .ok_or_else(|| anyhow::anyhow!("unclosed {{ in the explanations"))?;
         let name = &after[..close];
-        let value = facts
-            .get(name)
-            .ok_or_else(|| anyhow::anyhow!("the explanations quote {{{name}}}, which this run did not measure"))?;
-        out.push_str(value);
+        match facts.get(name) {
+            Some(value) => out.push_str(value),
+            None if some_failed => out.push_str(NOT_MEASURED),
+            None => anyhow::bail!("the explanations quote {{{name}}}, which this run did not measure"),
+        }
         rest = &after[close + 1..];
     }
     out.push_str(rest);
     Ok(out)
 }
 
+/// Text fit for one cell of the table: one line, no column separator, at most 300 characters.
+pub fn table_cell(text: &str) -> String {
+    let line: String = text
+        .chars()
+        .map(|c| match c {
+            '|' => '/',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect();
+    match line.char_indices().nth(300) {
+        Some((end, _)) => format!("{}…", &line[..end]),
+        None => line,
+    }
+}
+
 /// docs/BENCHMARKS.md: the commit, the machine, the date, the table, the run notes, and what
 /// bounds each figure.
-pub fn write_markdown(table: &str, run: &RunLog) -> anyhow::Result<()> {
+pub fn write_markdown(table: &str, run: &RunLog, some_failed: bool) -> anyhow::Result<()> {
     let path = test_harness::root().join("docs/BENCHMARKS.md");
-    let explanations = fill(include_str!("explanations.md"), &run.facts)?;
+    let explanations = fill(include_str!("explanations.md"), &run.facts, some_failed)?;
     let text = format!(
         "# Benchmarks\n\nProduced by `make bench` from {} on {}, {}. Timings are distributions over repeated\n\
          trials or ratios against the baseline named in each row; they describe this machine, which also runs the\n\
          whole local cluster, the operator, the bots and the benchmark itself, not a promise. A row whose\n\
-         measurement failed (timed-out trials, an operator restart, no audit log) says INVALID and is never met.\n\n\
+         measurement failed (timed-out trials, an operator restart, no audit log, a part of the run that\n\
+         stopped with an error) says INVALID and is never met.\n\n\
          {table}\n## Run notes\n\n{}\n\n{explanations}",
         commit(),
         today(),
@@ -374,14 +396,23 @@ mod tests {
     #[test]
     fn the_explanations_quote_only_facts_a_full_run_records() {
         let facts = FACTS.iter().map(|f| (*f, "x".to_string())).collect();
-        fill(include_str!("explanations.md"), &facts).unwrap();
+        fill(include_str!("explanations.md"), &facts, false).unwrap();
     }
 
     #[test]
     fn explanations_quote_only_facts_of_the_run() {
         let mut facts = BTreeMap::new();
         facts.insert("scrape", "2 s".to_string());
-        assert_eq!(fill("every {scrape} here", &facts).unwrap(), "every 2 s here");
-        assert!(fill("{missing}", &facts).is_err());
+        assert_eq!(fill("every {scrape} here", &facts, false).unwrap(), "every 2 s here");
+        assert!(fill("{missing}", &facts, false).is_err());
+        // A part that failed leaves its figures out, saying so.
+        assert_eq!(fill("{missing}", &facts, true).unwrap(), NOT_MEASURED);
+    }
+
+    #[test]
+    fn a_failure_fits_one_table_cell() {
+        assert_eq!(table_cell("a | b\ncaused by: c"), "a / b caused by: c");
+        let long = "é".repeat(400);
+        assert_eq!(table_cell(&long).chars().count(), 301);
     }
 }
