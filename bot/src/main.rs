@@ -18,7 +18,6 @@ fn main() -> ExitCode {
     };
     let cli = Cli::parse_from(argv);
     init_logging(cli.run.log_format);
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let config = match resolve_config(&cli) {
         Ok(config) => config,
         Err(error) => {
@@ -30,6 +29,8 @@ fn main() -> ExitCode {
     if let Some(Command::Backtest(bt)) = &cli.command {
         return finish(backtest_command(bt, &config));
     }
+    // TLS (the exchange, the API server) is for every other command: a replay never loads it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -48,16 +48,28 @@ struct Market {
     rng: ChaCha8Rng,
 }
 
+/// How many finished orders (and fills) the paper exchange remembers at least: a client order
+/// id sent again within them is answered with the order it placed, as the exchange does. Older
+/// ones are forgotten (at most twice this many are kept), so a paper run of weeks or a replay of
+/// years holds bounded memory.
+const HISTORY: usize = 1000;
+
 struct PaperState {
     config: PaperConfig,
     markets: BTreeMap<Symbol, Market>,
     cash: Decimal,
     positions: BTreeMap<Symbol, Position>,
+    /// Every open order and the latest finished ones, oldest first.
     orders: Vec<Order>,
     /// Indices of orders still resting (so matching never scans the whole history).
     resting: Vec<usize>,
     by_client_id: HashMap<String, usize>,
+    /// Orders placed so far (their ids count on).
+    placed: u64,
+    /// The latest fills, oldest first.
     fills: Vec<Fill>,
+    /// Fills so far.
+    filled: usize,
     realized_pnl: Decimal,
     fees: Decimal,
     allow_shorts: bool,
@@ -102,7 +114,9 @@ impl PaperExchange {
             orders: Vec::new(),
             resting: Vec::new(),
             by_client_id: HashMap::new(),
+            placed: 0,
             fills: Vec::new(),
+            filled: 0,
             realized_pnl: Decimal::ZERO,
             fees: Decimal::ZERO,
             allow_shorts: derivatives,
@@ -177,15 +191,17 @@ impl PaperExchange {
         (s.realized_pnl, s.fees)
     }
 
+    /// The latest fills (at least the last [`HISTORY`]), oldest first.
     pub fn fills(&self) -> Vec<Fill> {
         self.lock().fills.clone()
     }
 
-    /// How many fills there were (without copying them).
+    /// How many fills there were in all.
     pub fn fill_count(&self) -> usize {
-        self.lock().fills.len()
+        self.lock().filled
     }
 
+    /// Every open order and the latest finished ones (at least the last [`HISTORY`]).
     pub fn orders(&self) -> Vec<Order> {
         self.lock().orders.clone()
     }
@@ -295,8 +311,9 @@ impl PaperState {
                 format!("cannot sell more {} than held", request.symbol.base()),
             ));
         }
+        self.placed += 1;
         let order = Order {
-            order_id: format!("paper-{}", self.orders.len() + 1),
+            order_id: format!("paper-{}", self.placed),
             client_order_id: request.client_order_id.clone(),
             symbol: request.symbol.clone(),
             side: request.side,
@@ -316,7 +333,35 @@ impl PaperState {
         } else if !filled {
             self.resting.push(index);
         }
-        Ok(self.orders[index].clone())
+        let placed = self.orders[index].clone();
+        self.forget_old_orders();
+        Ok(placed)
+    }
+
+    /// Once twice [`HISTORY`] orders have finished, keep of them only the latest [`HISTORY`]
+    /// (and every open one): amortised, each order is copied at most once more.
+    fn forget_old_orders(&mut self) {
+        if self.orders.len() - self.resting.len() < 2 * HISTORY {
+            return;
+        }
+        let mut finished_kept = 0;
+        let mut kept: Vec<Order> = std::mem::take(&mut self.orders)
+            .into_iter()
+            .rev()
+            .filter(|order| {
+                let keep = order.status.is_open() || finished_kept < HISTORY;
+                finished_kept += usize::from(keep && !order.status.is_open());
+                keep
+            })
+            .collect();
+        kept.reverse();
+        self.by_client_id = kept
+            .iter()
+            .enumerate()
+            .map(|(index, order)| (order.client_order_id.clone(), index))
+            .collect();
+        self.resting = (0..kept.len()).filter(|&i| kept[i].status.is_open()).collect();
+        self.orders = kept;
     }
 
     /// Fill order `index` if its price condition holds. Market orders always fill.
@@ -373,6 +418,10 @@ impl PaperState {
         }
         self.apply_fill(&order.symbol, order.side, order.quantity, price, fee);
         let time_ms = self.now_ms();
+        if self.fills.len() >= 2 * HISTORY {
+            self.fills.drain(..self.fills.len() - HISTORY);
+        }
+        self.filled += 1;
         self.fills.push(Fill {
             order_id: order.order_id.clone(),
             symbol: order.symbol.clone(),
@@ -629,6 +678,36 @@ mod tests {
         assert_eq!(first.order_id, again.order_id);
         assert_eq!(ex.orders().len(), 1);
         assert_eq!(ex.account_now().position(&btc), dec!(0.1));
+    }
+
+    #[test]
+    fn a_long_run_remembers_the_latest_orders_and_every_open_one_in_bounded_memory() {
+        let (ex, btc) = exchange();
+        ex.set_mark(&btc, dec!(50000));
+        let mut resting = market(&btc, Side::Buy, dec!(0.1), "resting");
+        resting.kind = OrderKind::Limit { limit_price: dec!(1) };
+        resting.tif = TimeInForce::Gtc;
+        let open = ex.place(&resting).unwrap();
+        let orders = 5 * HISTORY;
+        for i in 0..orders {
+            let side = if i % 2 == 0 { Side::Buy } else { Side::Sell };
+            ex.place(&market(&btc, side, dec!(0.1), &format!("o-{i}"))).unwrap();
+        }
+        assert_eq!(ex.fill_count(), orders, "every fill counted");
+        let kept = ex.orders();
+        assert!(kept.len() <= 2 * HISTORY + 1, "{} orders kept", kept.len());
+        assert!(ex.fills().len() <= 2 * HISTORY);
+        assert_eq!(kept[0].order_id, open.order_id, "the open order is never forgotten");
+        assert!(ex.cancel(std::slice::from_ref(&open.order_id))[0].success);
+        // The latest ones are still answered as placed, without a second fill.
+        let last = format!("o-{}", orders - 1);
+        let again = ex.place(&market(&btc, Side::Sell, dec!(0.1), &last)).unwrap();
+        assert_eq!(again.order_id, format!("paper-{}", orders + 1));
+        assert_eq!(ex.fill_count(), orders);
+        assert!(ex.account_now().positions.is_empty(), "buys and sells matched");
+        // Ids keep counting after old orders are forgotten.
+        let next = ex.place(&market(&btc, Side::Buy, dec!(0.1), "next")).unwrap();
+        assert_eq!(next.order_id, format!("paper-{}", orders + 2));
     }
 
     #[test]
