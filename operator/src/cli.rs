@@ -80,8 +80,9 @@ pub struct Args {
     pub shard_index: u32,
 
     /// Reconcile a quiet bot (no trip, rollout, canary, deletion or account) only after a scrape
-    /// that changes something a decision reads, or once a minute; off: after every scrape.
-    #[arg(long, env = "QUIET_SCRAPES", num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    /// that changes something a decision reads, after a failed reconcile, or once a minute (the
+    /// default); false: after every scrape.
+    #[arg(long, env = "QUIET_SCRAPES", num_args = 0..=1, default_missing_value = "true", default_value = "true")]
     pub quiet_scrapes: bool,
 
     /// Where the guards read the bots' metrics.

@@ -48,10 +48,10 @@ fn spec(bake_seconds: u32) -> Value {
     })
 }
 
-async fn setup(prefix: &str, name: &str, spec: Value) -> (PodExchange, TestNamespace, MarketMover) {
+async fn setup(prefix: &str, name: &str, spec: Value, scrapes: Scrapes) -> (PodExchange, TestNamespace, MarketMover) {
     let exchange = PodExchange::start().await;
     let mover = exchange.keep_moving(&["BTC-USD", "ETH-USD", "SOL-USD"], 1, Duration::from_secs(4));
-    let ns = namespace_with_operator(prefix, exchange.operator_values()).await;
+    let ns = namespace_with_operator(prefix, scrapes.values(exchange.operator_values())).await;
     let key = exchange.key(&[("USD", Decimal::from(100_000))], false);
     exchange.secret(&ns, "coinbase-demo", &key);
     ns.apply(&bot(name, spec)).unwrap();
@@ -81,7 +81,7 @@ fn history_kinds(status: &Value) -> Vec<String> {
 // Multi-threaded: the simulator serves the bots from this process while a step blocks on kubectl.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_analysed_canary_is_promoted_baked_and_recorded() {
-    let (exchange, ns, _mover) = setup("pd-analysis", "analysed", spec(20)).await;
+    let (exchange, ns, _mover) = setup("pd-analysis", "analysed", spec(20), Scrapes::Quiet).await;
     ns.kubectl(&[
         "patch",
         "tb",
@@ -149,7 +149,7 @@ async fn an_analysed_canary_is_promoted_baked_and_recorded() {
 // Multi-threaded: the simulator serves the bots from this process while a step blocks on kubectl.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guard_trip_during_the_bake_rolls_prod_back_stop_then_start() {
-    let (exchange, ns, _mover) = setup("pd-bake", "baked", spec(600)).await;
+    let (exchange, ns, _mover) = setup("pd-bake", "baked", spec(600), Scrapes::EveryReconciles).await;
     ns.kubectl(&[
         "patch",
         "tb",
@@ -210,7 +210,7 @@ async fn a_guard_trip_during_the_bake_rolls_prod_back_stop_then_start() {
 async fn a_canary_that_makes_no_progress_aborts_at_its_deadline() {
     let mut spec = spec(30);
     spec["rollout"]["progressDeadlineSeconds"] = json!(30);
-    let (exchange, ns, _mover) = setup("pd-deadline", "stuck", spec).await;
+    let (exchange, ns, _mover) = setup("pd-deadline", "stuck", spec, Scrapes::Quiet).await;
     let prod = pod_field(&ns, "stuck", "{.metadata.uid}");
     // An image the node does not have: the canary never starts, it never restarts either.
     ns.kubectl(&[
@@ -256,7 +256,7 @@ async fn a_failing_analysis_aborts_and_an_inconclusive_one_pauses() {
     // in whole milliseconds): a 1 ms level fails, or is too close to call, at the first measurement.
     let failing = spec_measuring(json!({"name": "CycleDuration", "max": "0.001"}));
     let vague = spec_measuring(json!({"name": "CycleDuration", "max": "600", "inconclusiveAbove": "0.001"}));
-    let (exchange, ns, _mover) = setup("pd-verdicts", "failing", failing).await;
+    let (exchange, ns, _mover) = setup("pd-verdicts", "failing", failing, Scrapes::Quiet).await;
     ns.apply(&bot("vague", vague)).unwrap();
     wait_running(&ns, "vague").await;
     wait_for_field(

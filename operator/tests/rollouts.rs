@@ -40,10 +40,10 @@ fn spec(promotion: &str, min_duration: u32) -> Value {
 /// prod process trades and the no-overlap check has something to check. The first prod process
 /// has traded before this returns (a rollout that follows at once would otherwise replace it
 /// before its moving averages even warmed up).
-async fn setup(prefix: &str, name: &str, spec: Value) -> (PodExchange, TestNamespace, MarketMover) {
+async fn setup(prefix: &str, name: &str, spec: Value, scrapes: Scrapes) -> (PodExchange, TestNamespace, MarketMover) {
     let exchange = PodExchange::start().await;
     let mover = exchange.keep_moving(&["BTC-USD", "ETH-USD", "SOL-USD"], 1, Duration::from_secs(4));
-    let ns = namespace_with_operator(prefix, exchange.operator_values()).await;
+    let ns = namespace_with_operator(prefix, scrapes.values(exchange.operator_values())).await;
     let key = exchange.key(&[("USD", Decimal::from(100_000))], false);
     exchange.secret(&ns, "coinbase-demo", &key);
     ns.apply(&bot(name, spec)).unwrap();
@@ -139,7 +139,7 @@ fn assert_prod_instances_never_overlapped(exchange: &PodExchange, ns: &TestNames
 
 #[tokio::test]
 async fn a_healthy_canary_is_promoted_automatically() {
-    let (exchange, ns, _mover) = setup("ro-auto", "roll", spec("Auto", 8)).await;
+    let (exchange, ns, _mover) = setup("ro-auto", "roll", spec("Auto", 8), Scrapes::Quiet).await;
     let old_uid = pod_field(&ns, "roll", "{.metadata.uid}");
     ns.kubectl(&[
         "patch",
@@ -202,7 +202,7 @@ async fn a_healthy_canary_is_promoted_automatically() {
 
 #[tokio::test]
 async fn manual_promotion_waits_for_a_git_commit_of_approved_version() {
-    let (exchange, ns, _mover) = setup("ro-manual", "gated", spec("Manual", 5)).await;
+    let (exchange, ns, _mover) = setup("ro-manual", "gated", spec("Manual", 5), Scrapes::Quiet).await;
     ns.kubectl(&[
         "patch",
         "tb",
@@ -252,7 +252,7 @@ async fn manual_promotion_waits_for_a_git_commit_of_approved_version() {
 
 #[tokio::test]
 async fn a_failing_canary_aborts_and_prod_keeps_its_version() {
-    let (exchange, ns, _mover) = setup("ro-abort", "steady", spec("Auto", 5)).await;
+    let (exchange, ns, _mover) = setup("ro-abort", "steady", spec("Auto", 5), Scrapes::EveryReconciles).await;
     let prod_uid = pod_field(&ns, "steady", "{.metadata.uid}");
     // perps-bot:broken has an unreachable exchange URL baked in: a bad release.
     ns.kubectl(&[
@@ -307,7 +307,7 @@ async fn a_failing_canary_aborts_and_prod_keeps_its_version() {
 
 #[tokio::test]
 async fn an_operator_restart_mid_rollout_resumes_it() {
-    let (exchange, ns, _mover) = setup("ro-restart", "resumed", spec("Auto", 25)).await;
+    let (exchange, ns, _mover) = setup("ro-restart", "resumed", spec("Auto", 25), Scrapes::Quiet).await;
     ns.kubectl(&[
         "patch",
         "tb",

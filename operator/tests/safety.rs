@@ -1,5 +1,5 @@
 //! The operator as the independent second line of defence, on the real cluster: enforcement
-//! that no refused child write can block, children that no other TradingBot can collide with
+//! that no refused child or status write can block, children that no other TradingBot can collide with
 //! or steal, and objects of other owners left alone.
 
 mod support;
@@ -137,6 +137,78 @@ async fn a_refused_canary_write_never_delays_a_guard_trip() {
         "{}",
         condition(&ns, "guarded", "Halted")
     );
+}
+
+/// The operator's reconcile errors so far (all reasons) and whether one was a refused status
+/// write of the trading decisions.
+async fn enforce_refusals(ns: &TestNamespace) -> Option<(f64, bool)> {
+    let text = operator_metrics(ns).await?;
+    let errors = metric(&text, "tradingbot_operator_reconcile_errors_total").unwrap_or(0.0);
+    Some((errors, text.contains("reason=\"enforce_api_403\"")))
+}
+
+/// The operator's Role in `ns` without (or, `restore`d, with) its right to write TradingBot
+/// status: the API server itself refuses the writes meanwhile.
+fn refuse_status_writes(ns: &TestNamespace, original: &Value, refuse: bool) {
+    let mut role = original.clone();
+    for field in ["resourceVersion", "uid", "creationTimestamp", "managedFields"] {
+        role["metadata"].as_object_mut().map(|m| m.remove(field));
+    }
+    if refuse {
+        let rules = role["rules"].as_array_mut().expect("the Role's rules");
+        rules.retain(|rule| !rule["resources"].to_string().contains("tradingbots/status"));
+    }
+    ns.apply(&role.to_string()).expect("the operator's Role replaced");
+}
+
+#[tokio::test]
+async fn a_refused_status_write_keeps_every_scrape_of_a_quiet_bot_asking() {
+    let exchange = PodExchange::start().await;
+    // Quiet scrapes are the default: an idle bot's unchanged scrapes ask for no reconcile.
+    let ns = namespace_with_operator("safe-status", exchange.operator_values()).await;
+    let key = exchange.key(&[("USD", Decimal::from(10_000))], false);
+    exchange.secret(&ns, "coinbase-demo", &key);
+    ns.apply(&bot("quiet", guarded_spec())).unwrap();
+    wait_running(&ns, "quiet").await;
+    wait_for_metric(&ns, "quiet", "perps_bot_mode_known", 1.0, Duration::from_secs(30)).await;
+    eventually(
+        Duration::from_secs(60),
+        "the bot quiet (scrapes asking for nothing)",
+        || async {
+            let text = operator_metrics(&ns).await?;
+            (metric(&text, "tradingbot_operator_scrapes_unchanged_total")? >= 3.0).then_some(())
+        },
+    )
+    .await;
+
+    let role: Value = serde_json::from_str(&ns.kubectl(&["get", "role", "tbo-tradingbot-operator", "-o", "json"]))
+        .expect("the operator's Role");
+    refuse_status_writes(&ns, &role, true);
+    let (errors_before, _) = enforce_refusals(&ns).await.expect("operator metrics");
+    exchange.freeze(true);
+    // Every scrape (one a second) after the refused trip reconciles again, and is refused again:
+    // twenty refusals in a minute. Had the bot stayed quiet, only the error backoff (1, 2, 4 …
+    // 32 s) would retry, five or six times in that minute.
+    eventually(Duration::from_secs(60), "twenty refused status writes", || async {
+        let (errors, refused) = enforce_refusals(&ns).await?;
+        (refused && errors >= errors_before + 20.0).then_some(())
+    })
+    .await;
+    let status = ns.tradingbot("quiet")["status"].clone();
+    assert_ne!(status["mode"], "Halted", "no trip could be written meanwhile: {status}");
+    assert!(trip_ids(&status).is_empty(), "{status}");
+
+    refuse_status_writes(&ns, &role, false);
+    let allowed = Instant::now();
+    wait_for_field(&ns, "quiet", "{.status.mode}", "Halted", Duration::from_secs(60)).await;
+    let took = allowed.elapsed();
+    eprintln!("Halted {took:?} after status writes were allowed again");
+    assert!(
+        took <= Duration::from_secs(10),
+        "the next scrape brings the trip ({took:?}), not the backoff or the minute's refresh"
+    );
+    wait_for_metric(&ns, "quiet", "perps_bot_trading_mode", 2.0, Duration::from_secs(15)).await;
+    exchange.freeze(false);
 }
 
 /// Uids of a bot's named children (kind/name -> uid), absent ones left out.

@@ -76,7 +76,7 @@ async fn still_halted_after(exchange: &support::sim::PodExchange, ns: &TestNames
 // Multi-threaded: the simulator serves the bots from this process while a step blocks on kubectl or the plugin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_brake_survives_client_and_server_side_apply_of_the_git_manifest() {
-    let (exchange, ns, _mover) = exchange_and_namespace("pl-gitops").await;
+    let (exchange, ns, _mover) = exchange_and_namespace("pl-gitops", Scrapes::EveryReconciles).await;
     let git = write_manifest(&ns, 1);
     let git_path = git.to_str().unwrap();
     // What Argo CD does by default (and Flux before server-side apply): client-side apply.

@@ -102,7 +102,7 @@ async fn btc_owned(ns: &TestNamespace) -> f64 {
 // Multi-threaded: the simulator serves the bots from this process while a step blocks on kubectl or the plugin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incident_with_the_plugin_is_contained_released_and_audited() {
-    let (exchange, ns, _mover) = exchange_and_namespace("pl-incident").await;
+    let (exchange, ns, _mover) = exchange_and_namespace("pl-incident", Scrapes::Quiet).await;
     ns.apply(&bot("ops", spec(json!({})))).unwrap();
     wait_running(&ns, "ops").await;
     let table = ok(&ns, &["get"]);

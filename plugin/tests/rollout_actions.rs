@@ -23,7 +23,7 @@ fn phase(ns: &test_harness::TestNamespace) -> String {
 // Multi-threaded: the simulator serves the bots from this process while a step blocks on kubectl or the plugin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rollout_action_from_the_plugin() {
-    let (exchange, ns, _mover) = exchange_and_namespace("pl-actions").await;
+    let (exchange, ns, _mover) = exchange_and_namespace("pl-actions", Scrapes::Quiet).await;
     let rollout = json!({"rollout": {
         "strategy": "Canary", "promotion": "Manual",
         "canary": {"minHealthyCycles": 3, "minDurationSeconds": 5, "maxErrors": 0},

@@ -126,11 +126,15 @@ pub async fn reconcile(bot: Arc<TradingBot>, ctx: Arc<Context>) -> Result<Action
     }
     let started = Instant::now();
     let uid = bot.uid().unwrap_or_default();
+    let (namespace, name) = (bot.namespace().unwrap_or_default(), bot.name_any());
     let mut memory = ctx.take_memory(&uid);
     let result = reconcile_bot(bot, &ctx, &mut memory).await;
     match &result {
         Ok(_) => memory.errors = 0,
-        Err(_) => memory.errors = memory.errors.saturating_add(1),
+        Err(_) => {
+            memory.errors = memory.errors.saturating_add(1);
+            every_scrape_counts(&ctx, &namespace, &name);
+        }
     }
     ctx.keep_memory(&uid, memory);
     ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
@@ -324,6 +328,16 @@ fn follow_pods(observed: &Observed, status: &TradingBotStatus, ctx: &Context) {
         let key = target_key(&observed.namespace, &observed.name, instance);
         ctx.scraper.ensure(key.clone(), observed.scrape_target(instance));
         ctx.scraper.set_relevance(&key, relevance.clone());
+    }
+}
+
+/// After a failed reconcile, whatever it decided may not be stored (a trip whose status write
+/// was refused): until one succeeds, every scrape of the bot asks again, not only one that
+/// differs from the scrape the failed attempt was asked by.
+fn every_scrape_counts(ctx: &Context, namespace: &str, name: &str) {
+    for instance in [Instance::Prod, Instance::Canary] {
+        ctx.scraper
+            .set_relevance(&target_key(namespace, name, instance), Relevance::Every);
     }
 }
 

@@ -145,11 +145,36 @@ pub async fn acknowledge_all(ns: &TestNamespace, bot: &str) {
     .await;
 }
 
-/// The operator's `tradingbot_operator_reconciliations_total` right now (0 when unreadable).
-pub async fn operator_reconciliations(ns: &TestNamespace) -> Option<f64> {
+/// Which scrapes of a quiet bot the operator under test reconciles after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scrapes {
+    /// The default: only those that change what a decision reads, and one a minute.
+    Quiet,
+    /// Every one (`quietScrapes: false`): for a test that shows a decision holds over the next
+    /// reconciles ([`wait_for_reconciliations`]), which then come one per scrape.
+    EveryReconciles,
+}
+
+impl Scrapes {
+    /// The operator's chart `values` with this setting.
+    pub fn values(self, mut values: Value) -> Value {
+        if self == Scrapes::EveryReconciles {
+            values["quietScrapes"] = json!(false);
+        }
+        values
+    }
+}
+
+/// The (one) operator's own `/metrics` text right now.
+pub async fn operator_metrics(ns: &TestNamespace) -> Option<String> {
     let pod = ns.pods("app.kubernetes.io/name=tradingbot-operator").first().cloned()?;
     let ip = pod_field(ns, &pod, "{.status.podIP}");
-    http_get(&format!("http://{ip}:8080/metrics"))
+    http_get(&format!("http://{ip}:8080/metrics")).await
+}
+
+/// The operator's `tradingbot_operator_reconciliations_total` right now (None when unreadable).
+pub async fn operator_reconciliations(ns: &TestNamespace) -> Option<f64> {
+    operator_metrics(ns)
         .await
         .and_then(|text| metric(&text, "tradingbot_operator_reconciliations_total"))
 }

@@ -9,6 +9,7 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 use std::process::Command;
 use std::time::Duration;
+pub use support::Scrapes;
 use support::sim::{MarketMover, PodExchange};
 use test_harness::{TestNamespace, eventually};
 
@@ -83,10 +84,10 @@ pub fn spec(extra: Value) -> Value {
 }
 
 /// A simulator with a moving market, a namespace with an operator and a key Secret.
-pub async fn exchange_and_namespace(prefix: &str) -> (PodExchange, TestNamespace, MarketMover) {
+pub async fn exchange_and_namespace(prefix: &str, scrapes: Scrapes) -> (PodExchange, TestNamespace, MarketMover) {
     let exchange = PodExchange::start().await;
     let mover = exchange.keep_moving(&["BTC-USD", "ETH-USD", "SOL-USD"], 1, Duration::from_secs(4));
-    let ns = support::namespace_with_operator(prefix, exchange.operator_values()).await;
+    let ns = support::namespace_with_operator(prefix, scrapes.values(exchange.operator_values())).await;
     let key = exchange.key(&[("USD", Decimal::from(100_000))], false);
     exchange.secret(&ns, "coinbase-demo", &key);
     (exchange, ns, mover)
