@@ -70,10 +70,13 @@ where
     }
 }
 
-/// A reflector store of `K` and the stream that feeds it (to trigger owners). Watch errors are
-/// logged (a cache that cannot fill says why, instead of keeping the operator unready silently).
+/// A reflector store of the operator's children of kind `K` (the ones it labelled; metadata
+/// only for a `PartialObjectMeta`), each as `trim` leaves it, and the stream that feeds it (to
+/// trigger owners). Watch errors are logged (a cache that cannot fill says why, instead of
+/// keeping the operator unready silently).
 fn reflect<K>(
     api: Api<K>,
+    trim: fn(&mut K),
 ) -> (
     Store<K>,
     Filled,
@@ -84,7 +87,7 @@ where
 {
     let (store, writer) = reflector::store();
     let (mark, filled) = Filled::signal();
-    let stream = reflector::reflector(writer, watcher(api, managed()).modify(without_managed_fields))
+    let stream = reflector::reflector(writer, watcher(api, managed()).modify(trim))
         .inspect_ok(mark)
         .inspect_err(log_watch_error::<K>)
         .default_backoff()
@@ -189,6 +192,22 @@ fn without_managed_fields<K: Resource>(object: &mut K) {
     crate::reconcile::actors::trim_managed_fields(object.meta_mut());
 }
 
+/// A cached bot pod keeps what decisions read: its metadata (labels, the version and hash
+/// annotations, owners, uid, creation and deletion times) and status (phase, IP, conditions,
+/// container states). Its spec is never read from the cache (a changed pod is recognised by
+/// its hash annotations) and is most of a pod's memory: at fleet scale, most of the cache's.
+fn slim_pod(pod: &mut Pod) {
+    without_managed_fields(pod);
+    pod.spec = None;
+    if let Some(status) = pod.status.as_mut() {
+        for container in status.container_statuses.iter_mut().flatten() {
+            container.image.clear();
+            container.image_id.clear();
+            container.container_id = None;
+        }
+    }
+}
+
 /// What one scope's controllers run with.
 pub struct ControllerOptions {
     /// The namespace to manage (None = all).
@@ -209,12 +228,23 @@ pub struct ControllerOptions {
 
 /// The child caches of one scope and the streams feeding them.
 fn child_caches(client: &Client, ns: Option<&str>) -> (Stores, Vec<(&'static str, Filled)>, Vec<ChildEvents>) {
-    let (pods, pods_filled, pod_events) = reflect(scoped::<Pod>(client, ns));
-    let (config_maps, cms_filled, cm_events) = reflect(scoped::<PartialObjectMeta<ConfigMap>>(client, ns));
-    let (services, svcs_filled, svc_events) = reflect(scoped::<PartialObjectMeta<Service>>(client, ns));
-    let (service_accounts, sas_filled, sa_events) = reflect(scoped::<PartialObjectMeta<ServiceAccount>>(client, ns));
-    let (roles, roles_filled, role_events) = reflect(scoped::<PartialObjectMeta<Role>>(client, ns));
-    let (role_bindings, rbs_filled, rb_events) = reflect(scoped::<PartialObjectMeta<RoleBinding>>(client, ns));
+    let (pods, pods_filled, pod_events) = reflect(scoped::<Pod>(client, ns), slim_pod);
+    let (config_maps, cms_filled, cm_events) = reflect(
+        scoped::<PartialObjectMeta<ConfigMap>>(client, ns),
+        without_managed_fields,
+    );
+    let (services, svcs_filled, svc_events) =
+        reflect(scoped::<PartialObjectMeta<Service>>(client, ns), without_managed_fields);
+    let (service_accounts, sas_filled, sa_events) = reflect(
+        scoped::<PartialObjectMeta<ServiceAccount>>(client, ns),
+        without_managed_fields,
+    );
+    let (roles, roles_filled, role_events) =
+        reflect(scoped::<PartialObjectMeta<Role>>(client, ns), without_managed_fields);
+    let (role_bindings, rbs_filled, rb_events) = reflect(
+        scoped::<PartialObjectMeta<RoleBinding>>(client, ns),
+        without_managed_fields,
+    );
     let filled = vec![
         ("pods", pods_filled),
         ("configmaps", cms_filled),
