@@ -165,12 +165,13 @@ fn hash_of(meta: &kube::api::ObjectMeta, key: &str) -> Option<String> {
     meta.annotations.as_ref().and_then(|a| a.get(key).cloned())
 }
 
-/// Writes the children of one bot and collects what went wrong.
+/// Writes the children of one bot and collects what went wrong. Requests of one pass that do
+/// not depend on each other run at once (`&self`: the problems are collected behind a lock).
 pub struct Writer<'a> {
     ctx: &'a Context,
     namespace: String,
     uid: String,
-    pub problems: Vec<ChildProblem>,
+    problems: std::sync::Mutex<Vec<ChildProblem>>,
 }
 
 impl<'a> Writer<'a> {
@@ -179,8 +180,16 @@ impl<'a> Writer<'a> {
             ctx,
             namespace: observed.namespace.clone(),
             uid: observed.uid.clone(),
-            problems: Vec::new(),
+            problems: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// What went wrong, in a stable order (requests run concurrently finish in any order; the
+    /// condition and Events built from these must not change when nothing else did).
+    pub fn into_problems(self) -> Vec<ChildProblem> {
+        let mut problems = self.problems.into_inner().unwrap_or_else(|p| p.into_inner());
+        problems.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
+        problems
     }
 
     fn api<K>(&self) -> Api<K>
@@ -190,17 +199,20 @@ impl<'a> Writer<'a> {
         Api::namespaced(self.ctx.client.clone(), &self.namespace)
     }
 
-    fn problem(&mut self, kind: &str, name: &str, issue: ChildIssue) -> bool {
-        self.problems.push(ChildProblem {
-            kind: kind.to_string(),
-            name: name.to_string(),
-            issue,
-        });
+    fn problem(&self, kind: &str, name: &str, issue: ChildIssue) -> bool {
+        self.problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(ChildProblem {
+                kind: kind.to_string(),
+                name: name.to_string(),
+                issue,
+            });
         false
     }
 
     /// Make the child named like `desired` match it. True when it does (or now will).
-    pub async fn apply<K>(&mut self, store: &Store<PartialObjectMeta<K>>, desired: &K) -> bool
+    pub async fn apply<K>(&self, store: &Store<PartialObjectMeta<K>>, desired: &K) -> bool
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
             + Clone
@@ -234,7 +246,7 @@ impl<'a> Writer<'a> {
     }
 
     /// Create `desired`; if something of that name exists (not in our cache), find out whose.
-    async fn create<K>(&mut self, api: &Api<K>, kind: &str, desired: &K) -> bool
+    async fn create<K>(&self, api: &Api<K>, kind: &str, desired: &K) -> bool
     where
         K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
     {
@@ -258,7 +270,7 @@ impl<'a> Writer<'a> {
     }
 
     /// Delete the child `name` if the cache has it and it is ours (the one orphan helper).
-    pub async fn remove<K>(&mut self, store: &Store<PartialObjectMeta<K>>, name: &str)
+    pub async fn remove<K>(&self, store: &Store<PartialObjectMeta<K>>, name: &str)
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
     {
@@ -286,16 +298,13 @@ impl<'a> Writer<'a> {
     }
 
     /// Make sure the identity Lease exists and is usable. Leases are not cached (bots renew
-    /// them every few seconds): one verified is trusted for a while.
-    pub async fn lease(&mut self, desired: &Lease, memory: &mut BotMemory) -> bool {
-        let name = desired.name_any();
-        if memory
-            .leases_verified
-            .get(&name)
-            .is_some_and(|at| at.elapsed() < LEASE_RECHECK)
-        {
-            return true;
+    /// them every few seconds): one verified (at `verified_at`) is trusted for a while. Some
+    /// time when it was verified now.
+    pub async fn lease(&self, desired: &Lease, verified_at: Option<Instant>) -> Option<Instant> {
+        if verified_at.is_some_and(|at| at.elapsed() < LEASE_RECHECK) {
+            return verified_at;
         }
+        let name = desired.name_any();
         let api = self.api::<Lease>();
         let ok = match bounded(api.get_metadata_opt(&name)).await {
             Ok(None) => self.create(&api, "Lease", desired).await,
@@ -307,10 +316,7 @@ impl<'a> Writer<'a> {
             },
             Err(error) => self.problem("Lease", &name, ChildIssue::WriteFailed(api_message(&error))),
         };
-        if ok {
-            memory.leases_verified.insert(name, Instant::now());
-        }
-        ok
+        ok.then(Instant::now)
     }
 
     /// Apply (or, when switched off, remove the one it created: `had_one`) the ServiceMonitor.
@@ -318,7 +324,7 @@ impl<'a> Writer<'a> {
     /// found as desired is trusted for [`SERVICE_MONITOR_RECHECK`] (`verified`: the desired
     /// hash it was found with, and when) unless what is desired changes.
     pub async fn service_monitor(
-        &mut self,
+        &self,
         desired: Option<&DynamicObject>,
         name: &str,
         had_one: bool,
@@ -342,12 +348,7 @@ impl<'a> Writer<'a> {
         result
     }
 
-    async fn check_service_monitor(
-        &mut self,
-        desired: Option<&DynamicObject>,
-        name: &str,
-        had_one: bool,
-    ) -> Option<bool> {
+    async fn check_service_monitor(&self, desired: Option<&DynamicObject>, name: &str, had_one: bool) -> Option<bool> {
         if !self.ctx.service_monitors_available() || (desired.is_none() && !had_one) {
             return None;
         }
@@ -394,7 +395,7 @@ impl<'a> Writer<'a> {
     }
 
     /// Delete `pod` (exactly that object: its uid is a precondition).
-    async fn delete_pod(&mut self, pod: &PodView) -> bool {
+    async fn delete_pod(&self, pod: &PodView) -> bool {
         let name = pod.name();
         let params = DeleteParams {
             preconditions: Some(Preconditions {
@@ -414,7 +415,7 @@ impl<'a> Writer<'a> {
     }
 
     /// Stop `slot`'s pod when it is ours (None wanted).
-    pub async fn stop_pod(&mut self, slot: &Slot<PodView>) -> PodStep {
+    pub async fn stop_pod(&self, slot: &Slot<PodView>) -> PodStep {
         match slot {
             Slot::Absent | Slot::Other { .. } => PodStep::Steady,
             Slot::Ours(pod) if pod.terminating => PodStep::WaitingForStop,
@@ -432,7 +433,7 @@ impl<'a> Writer<'a> {
 
     /// Make the pod in `slot` match `desired`: create it when absent; when it differs, stop it
     /// and create the new one only once it is gone.
-    pub async fn ensure_pod(&mut self, slot: &Slot<PodView>, desired: &Pod, key: InstanceKey) -> PodStep {
+    pub async fn ensure_pod(&self, slot: &Slot<PodView>, desired: &Pod, key: InstanceKey) -> PodStep {
         let name = desired.name_any();
         let pod = match slot {
             Slot::Other { owner } => {
@@ -477,7 +478,7 @@ impl<'a> Writer<'a> {
         }
     }
 
-    async fn create_pod(&mut self, desired: &Pod) -> PodStep {
+    async fn create_pod(&self, desired: &Pod) -> PodStep {
         let name = desired.name_any();
         match bounded(self.api::<Pod>().create(&PostParams::default(), desired)).await {
             Ok(_) => {
@@ -507,98 +508,164 @@ fn key(observed: &Observed, instance: Instance) -> InstanceKey {
     (observed.namespace.clone(), observed.name.clone(), instance.to_string())
 }
 
-/// The children of one instance, in dependency order: Lease, ConfigMap and Service first; the
-/// pod only when they are in place (and `shared_ok`: its ServiceAccount and Role).
-async fn apply_instance(
-    writer: &mut Writer<'_>,
-    observed: &Observed,
-    instance: Instance,
+/// What one instance's pod needs besides the bot's shared children, made to match: its Lease,
+/// ConfigMap and Service, at once. Whether the pod may be started (the Service is for
+/// Prometheus: the pod does not wait for it), and when the Lease was verified.
+async fn prepare_instance(
+    writer: &Writer<'_>,
     wanted: &InstanceChildren,
-    shared_ok: bool,
-    memory: &mut BotMemory,
-) -> PodStep {
+    lease_verified_at: Option<Instant>,
+) -> (bool, Option<Instant>) {
     let s = &writer.ctx.stores;
-    let (config_maps, services) = (s.config_maps.clone(), s.services.clone());
-    let lease_ok = writer.lease(&wanted.lease, memory).await;
-    let config_ok = writer.apply(&config_maps, &wanted.config_map).await;
-    // The Service is for Prometheus: the pod does not wait for it.
-    writer.apply(&services, &wanted.service).await;
-    if !(shared_ok && lease_ok && config_ok) {
-        return PodStep::Blocked;
-    }
-    writer
-        .ensure_pod(observed.pods.get(instance), &wanted.pod, key(observed, instance))
-        .await
+    let (lease, config_ok, _) = futures::join!(
+        writer.lease(&wanted.lease, lease_verified_at),
+        writer.apply(&s.config_maps, &wanted.config_map),
+        writer.apply(&s.services, &wanted.service),
+    );
+    (lease.is_some() && config_ok, lease)
 }
 
 /// Remove the children of an instance that is no longer wanted (and left-overs under legacy
 /// names), pod first.
-async fn remove_instance(writer: &mut Writer<'_>, slot: &Slot<PodView>, names: &InstanceNames) -> PodStep {
+async fn remove_instance(writer: &Writer<'_>, slot: &Slot<PodView>, names: &InstanceNames) -> PodStep {
     let step = writer.stop_pod(slot).await;
     let s = &writer.ctx.stores;
-    let (config_maps, services) = (s.config_maps.clone(), s.services.clone());
-    writer.remove(&config_maps, &names.config_map).await;
-    writer.remove(&services, &names.service).await;
+    futures::join!(
+        writer.remove(&s.config_maps, &names.config_map),
+        writer.remove(&s.services, &names.service),
+    );
     step
 }
 
-/// Converge every child of the bot; never fails (see [`Applied::problems`]).
+/// What a pass does with one instance.
+enum InstancePlan<'a> {
+    /// Make its children match these.
+    Converge(&'a InstanceChildren),
+    /// Remove its children (pod first): it is no longer wanted.
+    Remove,
+    /// Touch nothing of it this pass.
+    Leave(PodStep),
+}
+
+/// Whether an instance's pod may be started (its dependencies are in place) and when its Lease
+/// was verified; or, for one that is removed or left, its pod's step.
+type FirstRound = Result<(bool, Option<Instant>), PodStep>;
+
+/// One instance in the first round of a pass.
+async fn first_round(
+    writer: &Writer<'_>,
+    observed: &Observed,
+    instance: Instance,
+    plan: &InstancePlan<'_>,
+    memory: &BotMemory,
+) -> FirstRound {
+    match plan {
+        InstancePlan::Converge(wanted) => {
+            let verified = memory.leases_verified.get(&wanted.lease.name_any()).copied();
+            Ok(prepare_instance(writer, wanted, verified).await)
+        }
+        InstancePlan::Remove => {
+            let names = InstanceNames::new(&observed.name, instance);
+            Err(remove_instance(writer, observed.pods.get(instance), &names).await)
+        }
+        InstancePlan::Leave(step) => Err(step.clone()),
+    }
+}
+
+/// The pod of one instance, once the first round is done (`shared`: the ServiceAccount and
+/// Role are in place).
+async fn pod_round(
+    writer: &Writer<'_>,
+    observed: &Observed,
+    instance: Instance,
+    plan: &InstancePlan<'_>,
+    first: &FirstRound,
+    shared: bool,
+) -> PodStep {
+    match (plan, first) {
+        (_, Err(step)) => step.clone(),
+        (InstancePlan::Converge(wanted), Ok((true, _))) if shared => {
+            writer
+                .ensure_pod(observed.pods.get(instance), &wanted.pod, key(observed, instance))
+                .await
+        }
+        _ => PodStep::Blocked,
+    }
+}
+
+/// Converge every child of the bot; never fails (see [`Applied::problems`]). Two rounds of
+/// concurrent requests: first everything a pod depends on (ServiceAccount, Role, RoleBinding,
+/// each instance's Lease, ConfigMap and Service), the ServiceMonitor and the removal of what is
+/// no longer wanted (pods first); then the pods, each only when its dependencies are in place.
+/// A canary no longer wanted is thus asked to stop before a promotion replaces prod's pod.
 pub async fn converge(
     ctx: &Context,
     observed: &Observed,
     desired: &DesiredChildren,
     memory: &mut BotMemory,
 ) -> Applied {
-    let mut writer = Writer::new(ctx, observed);
+    let writer = Writer::new(ctx, observed);
     let s = &ctx.stores;
-    let shared_ok = writer
-        .apply(&s.service_accounts.clone(), &desired.service_account)
-        .await
-        & writer.apply(&s.roles.clone(), &desired.role).await
-        & writer.apply(&s.role_bindings.clone(), &desired.role_binding).await;
     let monitor_name = tradingbot_crds::names::bot_service_account(&observed.name);
     let had_monitor = observed.bot.status.as_ref().is_some_and(|s| {
         s.conditions
             .iter()
             .any(|c| c.type_ == super::status::types::SERVICE_MONITOR && c.status == "True")
     });
-    let service_monitor = writer
-        .service_monitor(
+    let legacy = InstanceNames::legacy_canary(&observed.name);
+    let canary = match &desired.instances.canary {
+        // A canary under the old names is gone before the new one starts (never two at once).
+        Some(_) if observed.legacy_canary_pod.ours().is_some() => InstancePlan::Leave(PodStep::WaitingForStop),
+        Some(wanted) => InstancePlan::Converge(wanted),
+        None => InstancePlan::Remove,
+    };
+    let prod = match &desired.instances.prod {
+        Some(wanted) => InstancePlan::Converge(wanted),
+        None => InstancePlan::Leave(PodStep::Steady),
+    };
+    let mut service_monitor_verified = memory.service_monitor_verified.clone();
+    let (shared, service_monitor, _, canary_first, prod_first) = futures::join!(
+        async {
+            let (account, role, binding) = futures::join!(
+                writer.apply(&s.service_accounts, &desired.service_account),
+                writer.apply(&s.roles, &desired.role),
+                writer.apply(&s.role_bindings, &desired.role_binding),
+            );
+            account && role && binding
+        },
+        writer.service_monitor(
             desired.service_monitor.as_ref(),
             &monitor_name,
             had_monitor,
-            &mut memory.service_monitor_verified,
-        )
-        .await;
-    let legacy = InstanceNames::legacy_canary(&observed.name);
-    let legacy_step = remove_instance(&mut writer, &observed.legacy_canary_pod, &legacy).await;
-    // The canary goes first when it is no longer wanted (a promotion replaces prod after); a
-    // canary under the old names is gone before the new one starts (never two at once).
-    let canary = match &desired.instances.canary {
-        Some(_) if legacy_step.is_waiting() || observed.legacy_canary_pod.ours().is_some() => PodStep::WaitingForStop,
-        Some(wanted) => apply_instance(&mut writer, observed, Instance::Canary, wanted, shared_ok, memory).await,
-        None => {
-            let names = InstanceNames::new(&observed.name, Instance::Canary);
-            remove_instance(&mut writer, &observed.pods.canary, &names).await
+            &mut service_monitor_verified,
+        ),
+        remove_instance(&writer, &observed.legacy_canary_pod, &legacy),
+        first_round(&writer, observed, Instance::Canary, &canary, memory),
+        first_round(&writer, observed, Instance::Prod, &prod, memory),
+    );
+    memory.service_monitor_verified = service_monitor_verified;
+    for (plan, first) in [(&canary, &canary_first), (&prod, &prod_first)] {
+        if let (InstancePlan::Converge(wanted), Ok((_, Some(at)))) = (plan, first) {
+            memory.leases_verified.insert(wanted.lease.name_any(), *at);
         }
-    };
-    let prod = match &desired.instances.prod {
-        Some(wanted) => apply_instance(&mut writer, observed, Instance::Prod, wanted, shared_ok, memory).await,
-        None => PodStep::Steady,
-    };
+    }
+    let (canary_step, prod_step) = futures::join!(
+        pod_round(&writer, observed, Instance::Canary, &canary, &canary_first, shared),
+        pod_round(&writer, observed, Instance::Prod, &prod, &prod_first, shared),
+    );
     Applied {
         pods: PerInstance {
-            prod: Some(prod),
-            canary: Some(canary),
+            prod: Some(prod_step),
+            canary: Some(canary_step),
         },
-        problems: writer.problems,
+        problems: writer.into_problems(),
         service_monitor,
     }
 }
 
 /// Deletion: stop the pods the decision says to stop.
 pub async fn stop(ctx: &Context, observed: &Observed, stops: &PerInstance<super::decide::Stop>) -> Applied {
-    let mut writer = Writer::new(ctx, observed);
+    let writer = Writer::new(ctx, observed);
     let mut steps = PerInstance::default();
     for instance in [Instance::Prod, Instance::Canary] {
         let step = match stops.get(instance) {
@@ -613,7 +680,7 @@ pub async fn stop(ctx: &Context, observed: &Observed, stops: &PerInstance<super:
     }
     Applied {
         pods: steps,
-        problems: writer.problems,
+        problems: writer.into_problems(),
         service_monitor: None,
     }
 }
