@@ -594,8 +594,8 @@ async fn pod_round(
 }
 
 /// Converge every child of the bot; never fails (see [`Applied::problems`]). Two rounds of
-/// concurrent requests: first everything a pod depends on (ServiceAccount, Role, RoleBinding,
-/// each instance's Lease, ConfigMap and Service), the ServiceMonitor and the removal of what is
+/// concurrent requests: first everything a pod depends on (ServiceAccount, Role then
+/// RoleBinding, each instance's Lease, ConfigMap and Service), the ServiceMonitor and the removal of what is
 /// no longer wanted (pods first); then the pods, each only when its dependencies are in place.
 /// A canary no longer wanted is thus asked to stop before a promotion replaces prod's pod.
 pub async fn converge(
@@ -626,12 +626,14 @@ pub async fn converge(
     let mut service_monitor_verified = memory.service_monitor_verified.clone();
     let (shared, service_monitor, _, canary_first, prod_first) = futures::join!(
         async {
-            let (account, role, binding) = futures::join!(
-                writer.apply(&s.service_accounts, &desired.service_account),
-                writer.apply(&s.roles, &desired.role),
-                writer.apply(&s.role_bindings, &desired.role_binding),
-            );
-            account && role && binding
+            // The RoleBinding after its Role: the API server checks a new binding against the
+            // rules of the Role it names (the operator holds no `bind`), which must exist.
+            let (account, role_and_binding) =
+                futures::join!(writer.apply(&s.service_accounts, &desired.service_account), async {
+                    writer.apply(&s.roles, &desired.role).await
+                        & writer.apply(&s.role_bindings, &desired.role_binding).await
+                },);
+            account && role_and_binding
         },
         writer.service_monitor(
             desired.service_monitor.as_ref(),
