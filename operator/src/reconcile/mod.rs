@@ -30,7 +30,7 @@ pub mod trading;
 pub mod validate;
 
 use crate::context::{BotMemory, Context};
-use crate::scrape::Relevance;
+use crate::scrape::{QuietLevels, Relevance};
 use apply::Applied;
 use decide::{ChildrenPlan, Decision};
 use enforce::Version;
@@ -359,7 +359,10 @@ pub fn relevance(observed: &Observed, status: &TradingBotStatus) -> Relevance {
         && observed.pods.canary.ours().is_none()
         && rollout_quiet;
     if quiet {
-        Relevance::GuardLevels(Box::new(observed.bot.spec.guards.clone()))
+        Relevance::GuardLevels(Box::new(QuietLevels {
+            guards: observed.bot.spec.guards.clone(),
+            unreachable_after: Duration::from_secs(u64::from(observed.bot.spec.metrics.unreachable_after_seconds)),
+        }))
     } else {
         Relevance::Every
     }

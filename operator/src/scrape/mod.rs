@@ -172,33 +172,46 @@ pub enum Relevance {
     /// not reconciled yet is looked at after each.
     #[default]
     Every,
-    /// Only one whose [`Fingerprint`] under these guard levels differs from the last one the
-    /// bot was reconciled after.
-    GuardLevels(Box<Guards>),
+    /// Only one whose [`Fingerprint`] under these levels differs from the last one the bot was
+    /// reconciled after.
+    GuardLevels(Box<QuietLevels>),
 }
 
-/// What a decision about a quiet bot reads of a scrape: whether it failed, which guard levels
-/// its values reach, and what the bot reports about its own state (its mode and latched trips;
-/// open orders only matter to a deletion, whose every scrape counts anyway).
+/// What a quiet bot's decisions compare its scrapes with.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QuietLevels {
+    pub guards: Guards,
+    /// Silent this long (no fresh data: failed scrapes, or Prometheus answering with an old
+    /// scrape of the pod), the bot's market data counts as stale by the time it has been silent.
+    pub unreachable_after: Duration,
+}
+
+/// What a decision about a quiet bot reads of a scrape: whether it failed, whether the bot
+/// counts as unreachable, which guard levels its values reach (as the guards see them: a silent
+/// bot's staleness includes the time it has been silent), and what the bot reports about its
+/// own state (its mode and latched trips; open orders only matter to a deletion, whose every
+/// scrape counts anyway).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fingerprint {
     failed: bool,
+    unreachable: bool,
     breaches: Vec<(GuardKind, TradingMode)>,
     trading_mode: Option<TradingMode>,
     latched: Vec<(String, TradingMode, i64)>,
 }
 
 impl Fingerprint {
-    pub fn of(observation: &Observation, guard_levels: &Guards) -> Self {
+    pub fn of(observation: &Observation, levels: &QuietLevels, now: Instant) -> Self {
         let sample = observation.sample.as_ref().filter(|_| observation.last_error.is_none());
-        let mut breaches: Vec<(GuardKind, TradingMode)> =
-            guards::evaluate(guard_levels, &observation.guard_observation())
-                .into_iter()
-                .map(|b| (b.guard, b.level))
-                .collect();
+        let view = crate::reconcile::trading::view_of(observation, now, levels.unreachable_after, 0);
+        let mut breaches: Vec<(GuardKind, TradingMode)> = guards::evaluate(&levels.guards, &view.observed)
+            .into_iter()
+            .map(|b| (b.guard, b.level))
+            .collect();
         breaches.sort();
         Self {
             failed: observation.last_error.is_some(),
+            unreachable: view.unreachable_for.is_some(),
             breaches,
             trading_mode: sample.and_then(|s| s.trading_mode),
             latched: sample.map(|s| s.latched.clone()).unwrap_or_default(),
@@ -217,9 +230,9 @@ fn asks_for_reconcile(
     now: Instant,
 ) -> Option<Fingerprint> {
     let Relevance::GuardLevels(levels) = relevance else {
-        return Some(Fingerprint::of(observation, &Guards::default()));
+        return Some(Fingerprint::of(observation, &QuietLevels::default(), now));
     };
-    let fingerprint = Fingerprint::of(observation, levels);
+    let fingerprint = Fingerprint::of(observation, levels, now);
     let unchanged =
         last_sent.is_some_and(|(sent, at)| *sent == fingerprint && now.saturating_duration_since(*at) < REFRESH);
     (fingerprint.failed || !unchanged).then_some(fingerprint)
@@ -671,19 +684,29 @@ mod tests {
             "marketDataStalenessSeconds": {"reduceOnlyAt": 30},
         }))
         .unwrap();
-        Relevance::GuardLevels(Box::new(guards))
+        Relevance::GuardLevels(Box::new(QuietLevels {
+            guards,
+            unreachable_after: Duration::from_secs(30),
+        }))
     }
 
-    /// Feed `scrapes` through the trigger rule (each `step` apart); which asked for a reconcile.
+    /// Feed `scrapes` through the trigger rule (each `step` apart, a successful one measured
+    /// when it was taken); which asked for a reconcile.
     fn asked(relevance: &Relevance, scrapes: &[Observation], step: Duration) -> Vec<bool> {
         let start = Instant::now();
+        let mut last_ok = None;
         let mut last_sent = None;
         scrapes
             .iter()
             .enumerate()
             .map(|(i, o)| {
                 let at = start + step * i as u32;
-                let asks = asks_for_reconcile(relevance, o, last_sent.as_ref(), at);
+                let mut o = o.clone();
+                if o.last_error.is_none() {
+                    last_ok = Some(at);
+                }
+                (o.last_attempt, o.last_ok) = (at, last_ok);
+                let asks = asks_for_reconcile(relevance, &o, last_sent.as_ref(), at);
                 if let Some(fingerprint) = asks.clone() {
                     last_sent = Some((fingerprint, at));
                 }
@@ -741,6 +764,28 @@ mod tests {
             asked(&Relevance::Every, &same, Duration::from_secs(2)),
             [true, true, true, true, true]
         );
+    }
+
+    #[test]
+    fn a_quiet_bot_whose_data_only_ages_asks_when_it_turns_unreachable_and_its_staleness_crosses_a_level() {
+        // Prometheus keeps answering with the same old scrape of the pod: every answer succeeds,
+        // but what the guards see grows with the time the bot has been silent.
+        let old = observation("0", "1", false);
+        let start = old.last_ok.expect("measured");
+        let mut last_sent = None;
+        let asked: Vec<bool> = [0u64, 10, 20, 31, 40, 50]
+            .iter()
+            .map(|&seconds| {
+                let at = start + Duration::from_secs(seconds);
+                let asks = asks_for_reconcile(&loss_levels(), &old, last_sent.as_ref(), at);
+                if let Some(fingerprint) = asks.clone() {
+                    last_sent = Some((fingerprint, at));
+                }
+                asks.is_some()
+            })
+            .collect();
+        // At 31 s it counts as unreachable, its staleness (1 + 31) past the level at 30.
+        assert_eq!(asked, [true, false, false, true, false, false]);
     }
 
     #[test]
