@@ -7,6 +7,8 @@
 //! per bot, whether every bot is scraped on schedule; then the guard reaction of one probe bot
 //! at fleet size against the same bot measured alone before the fleet existed.
 
+mod prometheus;
+
 use crate::fleet;
 use crate::operator_process::OperatorProcess;
 use crate::report::{Row, RunLog, Trials, distribution, percentile};
@@ -559,14 +561,15 @@ pub async fn run(run: &mut RunLog) -> anyhow::Result<Vec<Row>> {
     let host = host_from_pods();
     let port = sim.addr().port();
     let ns = cluster.namespace("bench-live").await;
-    ns.deploy_operator(crate::images::operator_values(
+    let values = crate::images::operator_values(
         // Room above the chart's 256Mi limit: an out-of-memory kill at fleet size would end the
         // part instead of measuring it (the RSS row says what it really used).
-        json!({"quietScrapes": true, "resources": {"limits": {"memory": "1Gi"}}, "exchange": {
+        json!({"resources": {"limits": {"memory": "1Gi"}}, "exchange": {
             "defaultApiBaseUrl": format!("http://{host}:{port}/api/v3/brokerage"),
             "defaultWsUrl": format!("ws://{host}:{port}/ws"),
         }}),
-    )?);
+    )?;
+    ns.deploy_operator(values.clone());
     let operator = OperatorProcess::find(&ns)?;
     let bots: Api<TradingBot> = Api::namespaced(client.clone(), &ns.name);
     let mut probe = ProbeWatch::start(bots.clone(), fleet.clone());
@@ -606,6 +609,9 @@ pub async fn run(run: &mut RunLog) -> anyhow::Result<Vec<Row>> {
         _ => None,
     };
     let peak_rss = operator.peak_rss().ok();
+
+    eprintln!("bench: live fleet — the same fleet read through Prometheus");
+    let by_prometheus = prometheus::measure(&ns, &fleet, &mut probe, total, &operator, values).await;
 
     eprintln!("bench: deleting the live fleet");
     // Every synthetic bot obeys the halt that deletion starts with.
@@ -649,11 +655,31 @@ pub async fn run(run: &mut RunLog) -> anyhow::Result<Vec<Row>> {
         REAL_BOT_MEMORY >> 20,
         open_files.map_or("unknown".into(), |l| l.to_string())
     ));
-    let rows = live_rows(&steady, &alone_steady, &reaction);
-    Ok(rows
+    let mut rows: Vec<Row> = live_rows(&steady, &alone_steady, &reaction)
         .into_iter()
         .map(|r| r.invalid_if(restarted.clone()).invalid_if(too_few_files.clone()))
-        .collect())
+        .collect();
+    match &by_prometheus {
+        Ok(measured) => {
+            run.note(format!(
+                "Guard source Prometheus: the same fleet, then Debian's Prometheus on this host discovering the \
+                 namespace's bot pods through the API server (pod role, kept by the operator's managed-by label and \
+                 the metrics port, with the namespace and pod target labels a ServiceMonitor gives) and scraping the \
+                 probe every {} s and the rest every {} s; the operator redeployed with guardSource prometheus at the \
+                 chart's query interval (5 s). Measured over {:.0} s after its first answers, then {TRIALS} guard \
+                 trials.",
+                PROBE_SCRAPE.as_secs(),
+                FLEET_SCRAPE.as_secs(),
+                measured.steady.window.as_secs_f64(),
+            ));
+            rows.extend(prometheus::rows(measured, &steady, &at_fleet));
+        }
+        Err(error) => rows.push(Row::invalid(
+            format!("guard source Prometheus at fleet size ({total} bots)"),
+            format!("{error:#}"),
+        )),
+    }
+    Ok(rows)
 }
 
 struct Reaction<'a> {

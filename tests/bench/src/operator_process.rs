@@ -105,26 +105,33 @@ impl OperatorProcess {
     }
 
     fn status_kb(&self, field: &str) -> Result<u64, OperatorChanged> {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with(field))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            })
-            .ok_or(OperatorChanged::Gone { before: self.pid })
+        status_kb(self.pid, field).ok_or(OperatorChanged::Gone { before: self.pid })
     }
 
     /// User + system CPU time so far.
     pub fn cpu(&self) -> Result<Duration, OperatorChanged> {
-        let fields = stat_fields(self.pid).ok_or(OperatorChanged::Gone { before: self.pid })?;
-        // utime and stime are fields 14 and 15 of /proc/PID/stat (11 and 12 after the name).
-        let ticks: u64 = [11, 12]
-            .iter()
-            .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
-            .sum();
-        Ok(Duration::from_millis(ticks * 1000 / ticks_per_second()))
+        cpu_time(self.pid).ok_or(OperatorChanged::Gone { before: self.pid })
     }
+}
+
+/// A `kB` field of /proc/PID/status (`VmRSS:`, `VmHWM:`).
+pub fn status_kb(pid: u32, field: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+}
+
+/// User + system CPU time of process `pid` so far.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let fields = stat_fields(pid)?;
+    // utime and stime are fields 14 and 15 of /proc/PID/stat (11 and 12 after the name).
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
+        .sum();
+    Some(Duration::from_millis(ticks * 1000 / ticks_per_second()))
 }
 
 fn operator_pod(ns: &TestNamespace) -> anyhow::Result<String> {
