@@ -48,11 +48,11 @@ struct Market {
     rng: ChaCha8Rng,
 }
 
-/// How many finished orders (and fills) the paper exchange remembers at least: a client order
-/// id sent again within them is answered with the order it placed, as the exchange does. Older
-/// ones are forgotten (at most twice this many are kept), so a paper run of weeks or a replay of
-/// years holds bounded memory.
-const HISTORY: usize = 1000;
+/// How many finished orders (and fills) a paper exchange remembers at least, unless told
+/// otherwise ([`PaperExchange::remembering`]): a client order id sent again within them is
+/// answered with the order it placed, as the exchange does. Older ones are forgotten (at most
+/// twice this many are kept), so a paper run of weeks holds bounded memory.
+pub const HISTORY: usize = 1000;
 
 struct PaperState {
     config: PaperConfig,
@@ -75,6 +75,8 @@ struct PaperState {
     allow_shorts: bool,
     clock_ms: i64,
     tick: u64,
+    /// Finished orders (and fills) remembered at least; at most twice as many are kept.
+    history: usize,
 }
 
 /// The paper exchange. Cheap to clone (shared state).
@@ -122,10 +124,18 @@ impl PaperExchange {
             allow_shorts: derivatives,
             clock_ms: 0,
             tick: 0,
+            history: HISTORY,
         };
         Self {
             state: Arc::new(Mutex::new(state)),
         }
+    }
+
+    /// The same exchange remembering at least `finished` finished orders and fills instead of
+    /// [`HISTORY`] (at least one). A replay, whose client order ids never repeat, needs few.
+    pub fn remembering(self, finished: usize) -> Self {
+        self.lock().history = finished.max(1);
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, PaperState> {
@@ -191,7 +201,8 @@ impl PaperExchange {
         (s.realized_pnl, s.fees)
     }
 
-    /// The latest fills (at least the last [`HISTORY`]), oldest first.
+    /// The latest fills (at least the last [`HISTORY`], or as many as [`Self::remembering`]
+    /// says), oldest first.
     pub fn fills(&self) -> Vec<Fill> {
         self.lock().fills.clone()
     }
@@ -201,7 +212,8 @@ impl PaperExchange {
         self.lock().filled
     }
 
-    /// Every open order and the latest finished ones (at least the last [`HISTORY`]).
+    /// Every open order and the latest finished ones (at least the last [`HISTORY`], or as
+    /// many as [`Self::remembering`] says).
     pub fn orders(&self) -> Vec<Order> {
         self.lock().orders.clone()
     }
@@ -338,10 +350,11 @@ impl PaperState {
         Ok(placed)
     }
 
-    /// Once twice [`HISTORY`] orders have finished, keep of them only the latest [`HISTORY`]
-    /// (and every open one): amortised, each order is copied at most once more.
+    /// Once twice `history` orders have finished, keep of them only the latest `history` (and
+    /// every open one): amortised, each order is copied at most once more.
     fn forget_old_orders(&mut self) {
-        if self.orders.len() - self.resting.len() < 2 * HISTORY {
+        let history = self.history;
+        if self.orders.len() - self.resting.len() < 2 * history {
             return;
         }
         let mut finished_kept = 0;
@@ -349,7 +362,7 @@ impl PaperState {
             .into_iter()
             .rev()
             .filter(|order| {
-                let keep = order.status.is_open() || finished_kept < HISTORY;
+                let keep = order.status.is_open() || finished_kept < history;
                 finished_kept += usize::from(keep && !order.status.is_open());
                 keep
             })
@@ -418,8 +431,8 @@ impl PaperState {
         }
         self.apply_fill(&order.symbol, order.side, order.quantity, price, fee);
         let time_ms = self.now_ms();
-        if self.fills.len() >= 2 * HISTORY {
-            self.fills.drain(..self.fills.len() - HISTORY);
+        if self.fills.len() >= 2 * self.history {
+            self.fills.drain(..self.fills.len() - self.history);
         }
         self.filled += 1;
         self.fills.push(Fill {
@@ -708,6 +721,29 @@ mod tests {
         // Ids keep counting after old orders are forgotten.
         let next = ex.place(&market(&btc, Side::Buy, dec!(0.1), "next")).unwrap();
         assert_eq!(next.order_id, format!("paper-{}", orders + 2));
+    }
+
+    #[test]
+    fn an_exchange_told_to_remember_few_keeps_few_and_still_answers_the_latest_ids() {
+        let (ex, btc) = exchange();
+        let ex = ex.remembering(8);
+        ex.set_mark(&btc, dec!(50000));
+        let orders = 100;
+        for i in 0..orders {
+            let side = if i % 2 == 0 { Side::Buy } else { Side::Sell };
+            ex.place(&market(&btc, side, dec!(0.1), &format!("o-{i}"))).unwrap();
+        }
+        assert_eq!(ex.fill_count(), orders, "every fill counted");
+        assert!(ex.orders().len() <= 16, "{} orders kept", ex.orders().len());
+        assert!(ex.fills().len() <= 16, "{} fills kept", ex.fills().len());
+        let last = format!("o-{}", orders - 1);
+        let again = ex.place(&market(&btc, Side::Sell, dec!(0.1), &last)).unwrap();
+        assert_eq!(
+            again.order_id,
+            format!("paper-{orders}"),
+            "the latest id answered as placed"
+        );
+        assert_eq!(ex.fill_count(), orders, "without a second fill");
     }
 
     #[test]

@@ -258,6 +258,11 @@ pub struct Summary {
     pub stages: BTreeMap<&'static str, f64>,
 }
 
+/// Finished orders a replay's paper exchange remembers: its client order ids never repeat, so
+/// it needs none to answer a resent order, and holding a live run's thousand would cost a
+/// replay more memory than everything else it holds.
+const REPLAY_HISTORY: usize = 64;
+
 /// Replay `replay` through the pipeline (or, with `baseline`, through the bare loop), reading
 /// its rows from the file as they are replayed (the timed region includes parsing them).
 pub fn run(config: &BotConfig, replay: &Replay, baseline: bool) -> anyhow::Result<Summary> {
@@ -265,7 +270,7 @@ pub fn run(config: &BotConfig, replay: &Replay, baseline: bool) -> anyhow::Resul
     config.symbols = replay.symbols.clone();
     config.risk.max_staleness_seconds = u64::MAX;
     config.risk.session = None;
-    let paper = PaperExchange::new(&config.paper, &replay.symbols, true);
+    let paper = PaperExchange::new(&config.paper, &replay.symbols, true).remembering(REPLAY_HISTORY);
     let products: Vec<_> = replay.symbols.iter().filter_map(|s| paper.product_of(s)).collect();
     let mut strategies: Vec<SymbolStrategy> = replay
         .symbols
