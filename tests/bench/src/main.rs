@@ -16,6 +16,7 @@ mod images;
 mod live;
 mod load;
 mod operator_process;
+mod peak;
 mod pipeline;
 mod reaction;
 mod report;

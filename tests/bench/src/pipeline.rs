@@ -4,7 +4,7 @@
 use crate::report::{Row, RunLog, median_f64};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const RUNS: usize = 5;
 const CANDLES: usize = 100_000;
@@ -14,32 +14,17 @@ fn bot() -> PathBuf {
     test_harness::root().join("target/release/perps-bot")
 }
 
-/// Run `perps-bot` with `args` in `dir`; returns (stdout, wall time, max RSS in bytes).
+/// Run `perps-bot` with `args` in `dir`; returns (stdout, wall time, the process's own peak
+/// RSS in bytes: see [`crate::peak`] for why not `wait4`'s).
 fn measure(dir: &Path, args: &[&str]) -> anyhow::Result<(String, Duration, u64)> {
-    let started = Instant::now();
-    let child = Command::new(bot())
+    let mut command = Command::new(bot());
+    command
         .args(args)
         .current_dir(dir)
         .env("PERPS_BOT_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    let pid = child.id() as libc::pid_t;
-    let mut stdout = child.stdout.expect("piped");
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut stdout, &mut text)?;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: wait4 on the pid we spawned and have not waited for.
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    anyhow::ensure!(waited == pid, "wait4 failed for perps-bot");
-    let wall = started.elapsed();
-    anyhow::ensure!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "perps-bot {args:?} failed ({status})"
-    );
-    Ok((text, wall, u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024))
+        .stderr(std::process::Stdio::null());
+    let measured = crate::peak::run(command)?;
+    Ok((measured.stdout, measured.wall, measured.peak_rss))
 }
 
 /// One `perps-bot backtest --json` process.
