@@ -1,7 +1,8 @@
 //! Prometheus as the operator's guard source, with Debian's Prometheus scraping a real bot
 //! through Kubernetes service discovery (the relabelling a ServiceMonitor implies): the
 //! operator scrapes no pod, trips the bot from what Prometheus holds, and reports the bot's
-//! metrics unreachable once Prometheus goes silent.
+//! metrics unreachable once Prometheus goes silent; a bot Prometheus never scrapes, with no
+//! ServiceMonitor, is named as such.
 
 mod support;
 
@@ -14,7 +15,7 @@ use support::*;
 use test_harness::{HostProcess, TestNamespace, eventually};
 
 /// Prometheus on the bridge gateway (the operator's pod reaches it there), discovering the
-/// bot Services of `ns` as a ServiceMonitor would.
+/// bot Services of `ns` as a ServiceMonitor would; only bot `watched`'s (as if only it had one).
 fn start_prometheus(ns: &TestNamespace, dir: &Path, listen: &str) -> HostProcess {
     let settings = ns.cluster().settings();
     let config = format!(
@@ -30,6 +31,7 @@ scrape_configs:
     relabel_configs:
       - {{source_labels: [__meta_kubernetes_service_label_app_kubernetes_io_managed_by], regex: tradingbot-operator, action: keep}}
       - {{source_labels: [__meta_kubernetes_endpoint_port_name], regex: metrics, action: keep}}
+      - {{source_labels: [__meta_kubernetes_pod_name], regex: watched, action: keep}}
       - {{source_labels: [__meta_kubernetes_namespace], target_label: namespace}}
       - {{source_labels: [__meta_kubernetes_pod_name], target_label: pod}}
 "#,
@@ -108,6 +110,17 @@ async fn guards_trip_from_prometheus_and_a_silent_prometheus_means_unreachable_m
         }),
     ))
     .unwrap();
+    // A second bot, without a ServiceMonitor, that Prometheus does not scrape.
+    ns.apply(&bot(
+        "unwatched",
+        json!({
+            "profile": "demo", "symbols": ["BTC-USD"], "dryRun": true,
+            "exchange": {"credentialsSecret": "coinbase-demo"},
+            "metrics": {"unreachableAfterSeconds": 10},
+            "env": [{"name": "PERPS_BOT_INTERVAL", "value": "1"}],
+        }),
+    ))
+    .unwrap();
     wait_running(&ns, "watched").await;
 
     // Prometheus scrapes the bot, and the operator's queries get answers.
@@ -130,6 +143,25 @@ async fn guards_trip_from_prometheus_and_a_silent_prometheus_means_unreachable_m
         Duration::from_secs(60),
     )
     .await;
+
+    // The bot Prometheus never held is named as one nothing scrapes, not as a failing scrape.
+    wait_running(&ns, "unwatched").await;
+    wait_for_field(
+        &ns,
+        "unwatched",
+        r#"{.status.conditions[?(@.type=="MetricsReachable")].reason}"#,
+        "NoServiceMonitor",
+        Duration::from_secs(60),
+    )
+    .await;
+    let unwatched = ns.tradingbot("unwatched");
+    assert!(
+        unwatched["status"]["conditions"]
+            .to_string()
+            .contains("metrics.serviceMonitor.enabled"),
+        "the condition says what would have it scraped: {}",
+        unwatched["status"]["conditions"]
+    );
 
     // The feed freezes: the staleness the bot reports reaches the level through Prometheus.
     exchange.freeze(true);

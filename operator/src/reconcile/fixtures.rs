@@ -2,6 +2,7 @@
 //! the pure steps (decide, report) are tested on whole scenarios without an API server.
 
 use super::observe::{Observed, PerInstance, PodView, Slot};
+use crate::cli::GuardSource;
 use crate::scrape::{BotSample, Observation};
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodCondition, PodStatus,
@@ -137,6 +138,7 @@ pub fn observed(bot: TradingBot, prod: Slot<PodView>, prod_scrape: Option<Observ
         },
         account: None,
         service_monitor_api: false,
+        guard_source: GuardSource::Pods,
         now: Timestamp::from_second(NOW).expect("a valid time"),
         instant: Instant::now(),
     }

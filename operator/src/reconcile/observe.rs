@@ -2,6 +2,7 @@
 //! request. Every cached child is classified by its controller owner reference: only objects
 //! whose controller is this TradingBot (by uid) are ever acted on or scraped.
 
+use crate::cli::GuardSource;
 use crate::context::Context;
 use crate::fleet::AccountLookup;
 use crate::scrape::{Observation, Target, TargetKey};
@@ -161,6 +162,8 @@ pub struct Observed {
     /// The TradingAccount `spec.account` names (None: the bot names none).
     pub account: Option<AccountLookup>,
     pub service_monitor_api: bool,
+    /// Where the guards' observations come from.
+    pub guard_source: GuardSource,
     pub now: Timestamp,
     pub instant: Instant,
 }
@@ -211,6 +214,7 @@ pub fn gather(bot: Arc<TradingBot>, ctx: &Context) -> Observed {
             ctx.fleet.account(&account_namespace, &account)
         }),
         service_monitor_api: ctx.service_monitors_available(),
+        guard_source: ctx.scraper.source(),
         now,
         instant: Instant::now(),
         deleting_for,

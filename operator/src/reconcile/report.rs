@@ -6,6 +6,7 @@ use super::decide::{ChildrenPlan, Decision, RolloutRecords};
 use super::notice::{Notice, Reason};
 use super::observe::Observed;
 use super::status::{self, Wanted, types};
+use crate::cli::GuardSource;
 use tradingbot_crds::mode::ModeSource;
 use tradingbot_crds::status::{Phase, RolloutPhase, RolloutStatus, TradingBotStatus};
 use tradingbot_crds::{Instance, TradingMode};
@@ -168,6 +169,15 @@ pub fn mode_condition(
 fn metrics_reachable(observed: &Observed, decision: &Decision) -> Option<Wanted> {
     let view = decision.views.prod.as_ref()?;
     Some(match view.unreachable_for {
+        Some(_) if never_in_prometheus_without_a_monitor(observed) => Wanted::new(
+            types::METRICS_REACHABLE,
+            false,
+            "NoServiceMonitor",
+            "the guard source is Prometheus, which has held no series of this bot since the operator began \
+             reading it, and the bot has no ServiceMonitor (set metrics.serviceMonitor.enabled with the \
+             monitoring.coreos.com API installed, or have Prometheus scrape its metrics Service); treated as \
+             stale market data",
+        ),
         Some(_) => Wanted::new(
             types::METRICS_REACHABLE,
             false,
@@ -185,6 +195,14 @@ fn metrics_reachable(observed: &Observed, decision: &Decision) -> Option<Wanted>
         ),
         None => Wanted::new(types::METRICS_REACHABLE, true, "Scraped", "bot metrics are readable"),
     })
+}
+
+/// Guards read from Prometheus, Prometheus has never answered with this bot's series, and the
+/// operator made no ServiceMonitor that would have it scraped: most likely nothing scrapes it.
+fn never_in_prometheus_without_a_monitor(observed: &Observed) -> bool {
+    let never_seen = observed.scrapes.prod.as_ref().is_none_or(|o| o.last_ok_at.is_none());
+    let monitored = observed.bot.spec.metrics.service_monitor.enabled && observed.service_monitor_api;
+    observed.guard_source == GuardSource::Prometheus && never_seen && !monitored
 }
 
 fn service_monitor(observed: &Observed, applied: &Applied) -> Option<Wanted> {
@@ -323,6 +341,8 @@ mod tests {
     use crate::reconcile::decide::decide;
     use crate::reconcile::fixtures::{self, guarded_spec, observed, ours, pod, scrape};
     use crate::reconcile::observe::PerInstance;
+    use k8s_openapi::jiff::Timestamp;
+    use std::time::{Duration, Instant};
 
     fn refused() -> Applied {
         Applied {
@@ -380,6 +400,63 @@ mod tests {
         let d = decide(&again, &Settings::for_tests(), &mut BotMemory::default());
         let report = super::report(&again, &d, &refused());
         assert!(!report.notices.iter().any(|n| n.reason == Reason::ChildWriteFailed));
+    }
+
+    /// An observation of a bot no answer has carried for ten minutes (`seen`: one did before).
+    fn silent(seen: bool) -> crate::scrape::Observation {
+        let mut o = scrape(0, TradingMode::Normal, 0);
+        let ten_minutes_ago = Instant::now()
+            .checked_sub(Duration::from_secs(600))
+            .expect("an instant ten minutes back");
+        o.since = ten_minutes_ago;
+        o.last_ok = seen.then_some(ten_minutes_ago);
+        o.last_ok_at = seen.then(|| Timestamp::from_second(fixtures::NOW - 600).expect("a time"));
+        if !seen {
+            o.sample = None;
+        }
+        o.last_error = Some("no series of this bot".into());
+        o
+    }
+
+    fn reachability(source: GuardSource, monitored: bool, seen: bool) -> (String, String) {
+        let mut spec = guarded_spec();
+        spec.metrics.service_monitor.enabled = monitored;
+        let mut o = observed(
+            fixtures::bot("btc", spec, TradingBotStatus::default()),
+            ours(pod("btc", "bot:v1", true)),
+            Some(silent(seen)),
+        );
+        o.guard_source = source;
+        o.service_monitor_api = true;
+        let d = decide(&o, &Settings::for_tests(), &mut BotMemory::default());
+        let report = report(&o, &d, &Applied::default());
+        let c = report
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == types::METRICS_REACHABLE)
+            .expect("a MetricsReachable condition");
+        assert_eq!(c.status, "False", "{c:?}");
+        (c.reason.clone(), c.message.clone())
+    }
+
+    #[test]
+    fn a_bot_prometheus_never_held_and_no_service_monitor_would_have_it_scraped_is_named_so() {
+        let (reason, message) = reachability(GuardSource::Prometheus, false, false);
+        assert_eq!(reason, "NoServiceMonitor");
+        assert!(message.contains("metrics.serviceMonitor.enabled"), "{message}");
+        // Otherwise the metrics are simply failing.
+        for (source, monitored, seen) in [
+            (GuardSource::Pods, false, false),
+            (GuardSource::Prometheus, true, false),
+            (GuardSource::Prometheus, false, true),
+        ] {
+            assert_eq!(
+                reachability(source, monitored, seen).0,
+                "ScrapeFailing",
+                "{source:?}, monitored {monitored}, seen before {seen}"
+            );
+        }
     }
 
     #[test]

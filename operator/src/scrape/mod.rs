@@ -298,6 +298,14 @@ impl Scraper {
         (Arc::new(scraper), rx)
     }
 
+    /// Where this scheduler's observations come from.
+    pub fn source(&self) -> crate::cli::GuardSource {
+        match self.prometheus {
+            Some(_) => crate::cli::GuardSource::Prometheus,
+            None => crate::cli::GuardSource::Pods,
+        }
+    }
+
     pub fn observation(&self, key: &TargetKey) -> Option<Observation> {
         self.observations
             .read()
