@@ -66,33 +66,62 @@ pub fn run(mut command: Command) -> anyhow::Result<Measured> {
 }
 
 /// Let the traced child `pid` run to its end, passing its signals on; returns its wait status
-/// and its VmHWM (KiB) read at the exit stop.
+/// and its VmHWM (KiB) read at the exit stop. On an error the child is killed and reaped, so
+/// nothing is left holding the stdout pipe.
 fn trace_to_exit(pid: libc::pid_t) -> anyhow::Result<(i32, Option<u64>)> {
+    let traced = follow(pid);
+    if traced.is_err() {
+        // SAFETY: pid is our own child, not yet reaped (follow returns Ok once it is).
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        while wait(pid).is_ok_and(|s| !libc::WIFEXITED(s) && !libc::WIFSIGNALED(s)) {}
+    }
+    traced
+}
+
+fn follow(pid: libc::pid_t) -> anyhow::Result<(i32, Option<u64>)> {
     let mut peak_kb = None;
-    let mut first_stop = true;
+    let mut execed = false;
     loop {
-        let mut status = 0;
-        // SAFETY: waiting for our own child; status is a valid out-pointer.
-        if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
-            anyhow::bail!("waitpid({pid}): {}", std::io::Error::last_os_error());
-        }
+        let status = wait(pid)?;
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
             return Ok((status, peak_kb));
         }
         let mut deliver = 0;
-        if first_stop {
-            // The stop at exec: from here on, stop again at exit.
-            first_stop = false;
-            let options = (libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_EXITKILL) as usize;
+        if !execed && libc::WSTOPSIG(status) == libc::SIGTRAP {
+            // The stop at exec: from here on, stop again at exit (and not at a later exec).
+            execed = true;
+            let options = (libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACEEXEC) as usize;
             // SAFETY: pid is our stopped tracee.
-            unsafe { libc::ptrace(libc::PTRACE_SETOPTIONS, pid, 0, options) };
+            if unsafe { libc::ptrace(libc::PTRACE_SETOPTIONS, pid, 0, options) } == -1 {
+                anyhow::bail!("PTRACE_SETOPTIONS({pid}): {}", std::io::Error::last_os_error());
+            }
         } else if status >> 8 == (libc::SIGTRAP | (libc::PTRACE_EVENT_EXIT << 8)) {
             peak_kb = crate::operator_process::status_kb(pid as u32, "VmHWM:");
+        } else if status >> 8 == (libc::SIGTRAP | (libc::PTRACE_EVENT_EXEC << 8)) {
+            // A later exec: a ptrace event, not a signal to pass on.
         } else {
+            // A signal that arrived (before exec too): the child gets it as untraced.
             deliver = libc::WSTOPSIG(status);
         }
         // SAFETY: pid is our stopped tracee; deliver is the signal it stopped with (or none).
-        unsafe { libc::ptrace(libc::PTRACE_CONT, pid, 0, deliver as usize) };
+        if unsafe { libc::ptrace(libc::PTRACE_CONT, pid, 0, deliver as usize) } == -1 {
+            anyhow::bail!("PTRACE_CONT({pid}): {}", std::io::Error::last_os_error());
+        }
+    }
+}
+
+/// One wait status of `pid`, retried when a signal interrupts the wait.
+fn wait(pid: libc::pid_t) -> anyhow::Result<i32> {
+    loop {
+        let mut status = 0;
+        // SAFETY: waiting for our own child; status is a valid out-pointer.
+        if unsafe { libc::waitpid(pid, &mut status, 0) } == pid {
+            return Ok(status);
+        }
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            anyhow::bail!("waitpid({pid}): {error}");
+        }
     }
 }
 
