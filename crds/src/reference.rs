@@ -746,7 +746,7 @@ generation the operator looked at.
 | `Halted` | False | `NotInForce` | The effective prod mode is something else. |
 | `MetricsReachable` | True | `Scraped` | The operator reads the prod pod's `/metrics`. Present only while the prod pod has an IP and runs. |
 | `MetricsReachable` | False | `ScrapeFailing` | No successful scrape for longer than `spec.metrics.unreachableAfterSeconds`; the bot is treated as having stale market data (its `marketDataStalenessSeconds` levels apply). |
-| `MetricsReachable` | False | `NoServiceMonitor` | As `ScrapeFailing`, with the operator's guard source Prometheus: Prometheus has never answered with this bot's series since the operator began reading it, and the bot has no ServiceMonitor (`spec.metrics.serviceMonitor.enabled` is off, or the ServiceMonitor API is missing), so most likely nothing scrapes it. |
+| `MetricsReachable` | False | `NoServiceMonitor` | As `ScrapeFailing`, with the operator's guard source Prometheus: Prometheus answers but holds no series of the bot's pod (not even a down or old one), none has been read since the pod's observation began, and the bot has no ServiceMonitor (`spec.metrics.serviceMonitor.enabled` is off, or the ServiceMonitor API is missing), so most likely nothing scrapes it. |
 | `ServiceMonitor` | True | `Created` | `spec.metrics.serviceMonitor.enabled` and the `monitoring.coreos.com/v1` ServiceMonitor API exists. Present only when enabled. |
 | `ServiceMonitor` | False | `APIMissing` | Enabled, but the ServiceMonitor API is not installed; the operator checks again every 30 s and creates it once it is. |
 

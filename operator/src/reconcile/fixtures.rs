@@ -108,6 +108,7 @@ pub fn scrape(staleness: i64, mode: TradingMode, open_orders: u64) -> Observatio
         last_ok: Some(now),
         last_ok_at: Some(Timestamp::from_second(NOW).expect("a valid time")),
         last_error: None,
+        unheld: false,
         sample: Some(BotSample {
             staleness_max: Some(Decimal::from(staleness)),
             trading_mode: Some(mode),

@@ -197,12 +197,18 @@ fn metrics_reachable(observed: &Observed, decision: &Decision) -> Option<Wanted>
     })
 }
 
-/// Guards read from Prometheus, Prometheus has never answered with this bot's series, and the
-/// operator made no ServiceMonitor that would have it scraped: most likely nothing scrapes it.
+/// Guards read from Prometheus, which answers yet holds no series of this pod and never gave
+/// one since its observation began, and the operator made no ServiceMonitor that would have it
+/// scraped: most likely nothing scrapes it. (A Prometheus that is down, or holds the pod only
+/// as down or old, is a failing scrape, not this.)
 fn never_in_prometheus_without_a_monitor(observed: &Observed) -> bool {
-    let never_seen = observed.scrapes.prod.as_ref().is_none_or(|o| o.last_ok_at.is_none());
+    let unheld = observed
+        .scrapes
+        .prod
+        .as_ref()
+        .is_some_and(|o| o.unheld && o.last_ok_at.is_none());
     let monitored = observed.bot.spec.metrics.service_monitor.enabled && observed.service_monitor_api;
-    observed.guard_source == GuardSource::Prometheus && never_seen && !monitored
+    observed.guard_source == GuardSource::Prometheus && unheld && !monitored
 }
 
 fn service_monitor(observed: &Observed, applied: &Applied) -> Option<Wanted> {
@@ -402,8 +408,9 @@ mod tests {
         assert!(!report.notices.iter().any(|n| n.reason == Reason::ChildWriteFailed));
     }
 
-    /// An observation of a bot no answer has carried for ten minutes (`seen`: one did before).
-    fn silent(seen: bool) -> crate::scrape::Observation {
+    /// An observation of a bot no answer has carried for ten minutes (`seen`: one did before;
+    /// `unheld`: Prometheus answers and holds no series of it).
+    fn silent(seen: bool, unheld: bool) -> crate::scrape::Observation {
         let mut o = scrape(0, TradingMode::Normal, 0);
         let ten_minutes_ago = Instant::now()
             .checked_sub(Duration::from_secs(600))
@@ -415,16 +422,17 @@ mod tests {
             o.sample = None;
         }
         o.last_error = Some("no series of this bot".into());
+        o.unheld = unheld;
         o
     }
 
-    fn reachability(source: GuardSource, monitored: bool, seen: bool) -> (String, String) {
+    fn reachability(source: GuardSource, monitored: bool, seen: bool, unheld: bool) -> (String, String) {
         let mut spec = guarded_spec();
         spec.metrics.service_monitor.enabled = monitored;
         let mut o = observed(
             fixtures::bot("btc", spec, TradingBotStatus::default()),
             ours(pod("btc", "bot:v1", true)),
-            Some(silent(seen)),
+            Some(silent(seen, unheld)),
         );
         o.guard_source = source;
         o.service_monitor_api = true;
@@ -442,19 +450,21 @@ mod tests {
 
     #[test]
     fn a_bot_prometheus_never_held_and_no_service_monitor_would_have_it_scraped_is_named_so() {
-        let (reason, message) = reachability(GuardSource::Prometheus, false, false);
+        let (reason, message) = reachability(GuardSource::Prometheus, false, false, true);
         assert_eq!(reason, "NoServiceMonitor");
         assert!(message.contains("metrics.serviceMonitor.enabled"), "{message}");
-        // Otherwise the metrics are simply failing.
-        for (source, monitored, seen) in [
-            (GuardSource::Pods, false, false),
-            (GuardSource::Prometheus, true, false),
-            (GuardSource::Prometheus, false, true),
+        // Otherwise the metrics are simply failing: another source, a ServiceMonitor made, a
+        // bot seen before, or a Prometheus that is down or holds the pod only as down or old.
+        for (source, monitored, seen, unheld) in [
+            (GuardSource::Pods, false, false, true),
+            (GuardSource::Prometheus, true, false, true),
+            (GuardSource::Prometheus, false, true, true),
+            (GuardSource::Prometheus, false, false, false),
         ] {
             assert_eq!(
-                reachability(source, monitored, seen).0,
+                reachability(source, monitored, seen, unheld).0,
                 "ScrapeFailing",
-                "{source:?}, monitored {monitored}, seen before {seen}"
+                "{source:?}, monitored {monitored}, seen before {seen}, unheld {unheld}"
             );
         }
     }

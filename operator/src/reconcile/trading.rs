@@ -453,6 +453,7 @@ mod tests {
             last_ok: None,
             last_ok_at: None,
             last_error: Some("connection refused".into()),
+            unheld: false,
             sample: None,
             errors_in_window: None,
         };

@@ -134,6 +134,9 @@ pub struct Observation {
     pub last_ok_at: Option<k8s_openapi::jiff::Timestamp>,
     /// Why the latest attempt failed (None when it succeeded).
     pub last_error: Option<String>,
+    /// The guard source is Prometheus, its latest query answered, and it held no series of
+    /// this pod at any address (not merely stale or down ones).
+    pub unheld: bool,
     /// From the last successful scrape.
     pub sample: Option<BotSample>,
     /// Errors the bot counted within the errorRate window (by the operator's own arithmetic on
@@ -431,10 +434,12 @@ impl Scraper {
             last_ok: None,
             last_ok_at: None,
             last_error: None,
+            unheld: false,
             sample: None,
             errors_in_window: None,
         });
         observation.last_attempt = started;
+        observation.unheld = result.is_err() && self.prometheus_holds_no_series_of(key, target);
         match result {
             Ok(fetched) => {
                 // Measured `age` ago (Prometheus scraped the pod before this round read it).
@@ -460,6 +465,11 @@ impl Scraper {
             }
         }
         observation
+    }
+
+    fn prometheus_holds_no_series_of(&self, key: &TargetKey, target: &Target) -> bool {
+        let source = self.prometheus.as_ref();
+        source.is_some_and(|s| s.holds_pod(&key.namespace, &target.pod) == Some(false))
     }
 
     /// The instance's metrics now: from Prometheus's latest answer, or scraped from the pod.
@@ -675,6 +685,7 @@ mod tests {
             last_ok: Some(now),
             last_ok_at: None,
             last_error: failed.then(|| "connection refused".to_string()),
+            unheld: false,
             sample: Some(BotSample {
                 daily_loss: Some(daily_loss.parse().unwrap()),
                 staleness_max: Some(staleness.parse().unwrap()),

@@ -16,7 +16,7 @@
 use super::BotSample;
 use crate::metrics::OperatorMetrics;
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -209,6 +209,8 @@ pub struct Measured {
 #[derive(Debug, Default)]
 struct Latest {
     answer: Answer,
+    /// The pods (namespace, name) the answer holds any series of, at any address.
+    pods: HashSet<(String, String)>,
     /// When it arrived.
     received: Option<Instant>,
     /// Why the last query failed (the answer above is from the one before).
@@ -277,6 +279,7 @@ impl PrometheusSource {
             match answer {
                 Ok(answer) => {
                     *latest = Latest {
+                        pods: answer.keys().map(|(ns, pod, _)| (ns.clone(), pod.clone())).collect(),
                         answer,
                         received: Some(Instant::now()),
                         error: None,
@@ -305,6 +308,16 @@ impl PrometheusSource {
             return Err(format!("GET {url}: HTTP {status}"));
         }
         parse_answer(&body)
+    }
+
+    /// Whether Prometheus holds any series of pod `namespace/pod` (at any address): None while
+    /// its latest query failed or none has answered yet, so "no" is only ever Prometheus's word.
+    pub fn holds_pod(&self, namespace: &str, pod: &str) -> Option<bool> {
+        let latest = self.latest.read().unwrap_or_else(|p| p.into_inner());
+        if latest.error.is_some() || latest.received.is_none() {
+            return None;
+        }
+        Some(latest.pods.contains(&(namespace.to_string(), pod.to_string())))
     }
 
     /// The latest observation of the pod `namespace/pod` scraped at `instance` (`ip:port`).
@@ -463,6 +476,25 @@ mod tests {
         assert!(error("old").contains("s ago"), "{}", error("old"));
         assert!(error("nobody").contains("no series"), "{}", error("nobody"));
         assert!(error("cut").contains("perps_bot_drawdown_percent"), "{}", error("cut"));
+    }
+
+    #[test]
+    fn only_an_answering_prometheus_says_it_holds_no_series_of_a_pod() {
+        let source = PrometheusSource::new(PrometheusSettings {
+            url: "http://prometheus:9090".into(),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(10),
+            max_age: Duration::from_secs(60),
+            namespaces: vec![],
+        });
+        assert_eq!(source.holds_pod("trading", "alpha"), None, "before any answer");
+        source.keep(parse_answer(&answer(vec![target("alpha", "bots", "0", "0", "0")])));
+        // Held even when down or old, and whatever its address.
+        assert_eq!(source.holds_pod("trading", "alpha"), Some(true));
+        assert_eq!(source.holds_pod("trading", "nobody"), Some(false));
+        assert_eq!(source.holds_pod("other", "alpha"), Some(false));
+        source.keep(Err("GET http://prometheus:9090/api/v1/query: connection refused".into()));
+        assert_eq!(source.holds_pod("trading", "nobody"), None, "while the query fails");
     }
 
     #[test]
