@@ -64,6 +64,16 @@ fn status(ns: &TestNamespace, kind: &str, name: &str) -> Value {
     serde_json::from_str::<Value>(&json).unwrap()["status"].clone()
 }
 
+/// `bot` reports a positive exposure under `limit` in its own metrics.
+async fn assert_small_exposure(ns: &TestNamespace, bot: &str, limit: f64) {
+    let own = pod_metrics(ns, bot).await.unwrap();
+    let exposure = metric(&own, "perps_bot_exposure_notional").unwrap();
+    assert!(
+        exposure > 0.0 && exposure < limit,
+        "{bot}: each bot alone is small: {exposure}"
+    );
+}
+
 async fn wait_for_mode(ns: &TestNamespace, bot: &str, mode: &str) {
     wait_for_field(ns, bot, "{.status.mode}", mode, QUICK).await;
 }
@@ -117,6 +127,12 @@ async fn three_bots_over_their_accounts_level_are_all_restricted_and_a_stranger_
         "Normal",
         "two bots are under the level"
     );
+    // Each bot alone is small, read from its own metrics while nothing restricts it yet (once
+    // reduce-only, a bot may sell what it bought, so its exposure afterwards proves nothing).
+    let half_level = level.to_string().parse::<f64>().unwrap() / 2.0;
+    for name in &bots[..2] {
+        assert_small_exposure(&ns, name, half_level).await;
+    }
     let third_started = Instant::now();
     ns.apply(&account_bot("sc", "shared")).unwrap();
     wait_running(&ns, "sc").await;
@@ -136,13 +152,17 @@ async fn three_bots_over_their_accounts_level_are_all_restricted_and_a_stranger_
         let bot = ns.tradingbot(name)["status"].clone();
         assert_eq!(bot["modeSources"], json!(["Account"]), "{name}: {bot}");
         assert!(bot["modeReason"].as_str().unwrap().contains("TradingAccount"), "{bot}");
-        let own = pod_metrics(&ns, name).await.unwrap();
-        let exposure = metric(&own, "perps_bot_exposure_notional").unwrap();
-        assert!(
-            exposure > 0.0 && exposure < level.to_string().parse::<f64>().unwrap() / 2.0,
-            "{name}: each bot alone is small: {exposure}"
-        );
     }
+    // The third bot as the account saw it when it tripped: what it reported was under half the
+    // level, and the sum of all three was over it.
+    let sc = account["bots"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["name"] == "sc"))
+        .expect("the account lists sc");
+    let sc_exposure: f64 = sc["grossExposure"].as_str().unwrap().parse().unwrap();
+    assert!(sc_exposure < half_level, "sc alone is small: {sc}");
+    let tripped_at: Decimal = account["trips"][0]["value"].as_str().unwrap().parse().unwrap();
+    assert!(tripped_at >= level, "the sum crossed the level: {account}");
     assert_eq!(
         ns.tradingbot("stranger")["status"]["mode"],
         "Normal",
