@@ -10,6 +10,8 @@ use std::process::Command;
 pub struct AuditedWrite {
     pub verb: String,
     pub resource: String,
+    /// `status` for a status write; empty for the object itself.
+    pub subresource: String,
     pub name: String,
     /// The HTTP status the API server answered with.
     pub code: u16,
@@ -105,6 +107,7 @@ impl AuditLog {
             .map(|e| AuditedWrite {
                 verb: e["verb"].as_str().unwrap_or_default().to_string(),
                 resource: e["objectRef"]["resource"].as_str().unwrap_or_default().to_string(),
+                subresource: e["objectRef"]["subresource"].as_str().unwrap_or_default().to_string(),
                 name: e["objectRef"]["name"].as_str().unwrap_or_default().to_string(),
                 code: e["responseStatus"]["code"].as_u64().unwrap_or(0) as u16,
             })
