@@ -13,8 +13,9 @@
 //! An optimised build also places the functions a replay runs (bot/replay-code/functions.txt,
 //! see generate.py there) first in the text, through a linker script that only adds one output
 //! section before `.text` (`INSERT BEFORE`): the kernel maps code 64 KiB around each page that
-//! runs, so code spread over the whole 14 MB text kept about 5 MB resident in a replay, packed it
-//! keeps a few hundred KiB. Names missing from the binary match nothing; the order never changes
+//! runs, so code spread over the whole 14 MB text kept about 4.7 MB resident in a replay, packed
+//! about 1.5 MB (the section, whose patterns also catch a generic's other instances, and the
+//! pages start-up touches elsewhere). Names missing from the binary match nothing; the order never changes
 //! behaviour. Not with gold or mold (no `INSERT` there); `PERPS_BOT_NO_CODE_ORDER=1` turns it
 //! off.
 use std::path::{Path, PathBuf};
@@ -33,8 +34,14 @@ fn main() {
     }
     if code_order_wanted() {
         match replay_code_script() {
-            Ok(script) => println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", script.display()),
-            Err(error) => println!("cargo:warning=replay code order left out: {error}"),
+            // Two arguments, not `-Wl,`: a comma in the target directory's path would split it.
+            Ok(script) => {
+                println!("cargo:rustc-link-arg-bins=-Xlinker");
+                println!("cargo:rustc-link-arg-bins=--script={}", script.display());
+            }
+            Err(error) => println!(
+                "cargo:warning=replay code order left out ({REPLAY_FUNCTIONS}: {error}); PERPS_BOT_NO_CODE_ORDER=1 silences this"
+            ),
         }
     }
 }
@@ -50,13 +57,26 @@ fn opted_out(name: &str) -> bool {
     std::env::var_os(name).is_some_and(|v| v != "0")
 }
 
+/// Whether the link goes through `linker` (gold, mold): chosen by a rustflag (`-fuse-ld=gold`,
+/// `--ld-path=/usr/bin/mold`, `-C linker=ld.gold`) or as the target's linker (`RUSTC_LINKER`,
+/// which cargo sets from `[target.*].linker` or `CARGO_TARGET_*_LINKER`). Whole words only, so a
+/// `-C target-cpu=goldmont` is not gold.
+fn links_with(linker: &str) -> bool {
+    let flags = env("CARGO_ENCODED_RUSTFLAGS");
+    let rustc_linker = env("RUSTC_LINKER");
+    flags.split('\x1f').chain([rustc_linker.as_str()]).any(|arg| {
+        arg.split(['=', ',', '/', ' '])
+            .any(|word| word == linker || word == format!("ld.{linker}") || word == format!("ld64.{linker}"))
+    })
+}
+
 fn gold() -> bool {
-    env("CARGO_ENCODED_RUSTFLAGS").contains("gold")
+    links_with("gold")
 }
 
 /// mold reads no linker scripts with `SECTIONS`.
 fn mold() -> bool {
-    env("CARGO_ENCODED_RUSTFLAGS").contains("mold")
+    links_with("mold")
 }
 
 fn code_order_wanted() -> bool {
@@ -80,7 +100,12 @@ fn linker_script(list: &str) -> String {
         .lines()
         .map(str::trim)
         .filter(|line| !line.is_empty() && !line.starts_with('#'));
-    for pattern in patterns.filter(|p| p.chars().all(|c| c.is_ascii_graphic() && !"(){};\"".contains(c))) {
+    for pattern in patterns {
+        // Mangled names and `*`, nothing a linker script reads as syntax (`#`, `/*`, `,`, `[`).
+        if !pattern.chars().all(|c| c.is_ascii_alphanumeric() || "_.$*".contains(c)) {
+            println!("cargo:warning={REPLAY_FUNCTIONS}: skipped {pattern:?}: only letters, digits and _ . $ *");
+            continue;
+        }
         // LLVM names a cold function's section `.text.unlikely.<symbol>`, a start-up one's
         // `.text.startup.<symbol>`.
         let sections = ["", "unlikely.", "startup.", "hot."].map(|prefix| format!(".text.{prefix}{pattern}"));

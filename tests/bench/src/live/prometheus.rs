@@ -39,7 +39,7 @@ fn config(ns: &TestNamespace) -> String {
         format!(
             r#"  - job_name: {name}
     scrape_interval: {interval}s
-    scrape_timeout: {timeout}s
+    scrape_timeout: {interval}s
     kubernetes_sd_configs:
       - role: pod
         api_server: {api_server}
@@ -54,8 +54,6 @@ fn config(ns: &TestNamespace) -> String {
       - {{source_labels: [__meta_kubernetes_pod_name], target_label: pod}}
 "#,
             interval = interval.as_secs(),
-            // The operator's own scrapes give up after 3 s: both sources wait as long for a pod.
-            timeout = interval.as_secs().min(3),
             api_server = settings.apiserver_url(),
             ca = settings.ca_file().display(),
             token = settings.admin_token_file().display(),
