@@ -167,7 +167,9 @@ pub fn mode_condition(
 }
 
 fn metrics_reachable(observed: &Observed, decision: &Decision) -> Option<Wanted> {
-    let view = decision.views.prod.as_ref()?;
+    let Some(view) = decision.views.prod.as_ref() else {
+        return reachability_before_the_first_scrape(observed);
+    };
     Some(match view.unreachable_for {
         Some(_) if never_in_prometheus_without_a_monitor(observed) => Wanted::new(
             types::METRICS_REACHABLE,
@@ -195,6 +197,27 @@ fn metrics_reachable(observed: &Observed, decision: &Decision) -> Option<Wanted>
         ),
         None => Wanted::new(types::METRICS_REACHABLE, true, "Scraped", "bot metrics are readable"),
     })
+}
+
+/// A pod to scrape and no observation of it yet (the operator just started, or its scrapes of
+/// this pod are just starting): what the status said stays, transition time and all, until the
+/// first round says otherwise. Dropping it would write the status twice (gone, then back) for
+/// every bot after each operator restart and lose when a bot really became unreachable.
+fn reachability_before_the_first_scrape(observed: &Observed) -> Option<Wanted> {
+    observed.scrape_target(Instance::Prod)?;
+    let stored = observed
+        .bot
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == types::METRICS_REACHABLE)?;
+    Some(Wanted::new(
+        types::METRICS_REACHABLE,
+        stored.status == "True",
+        stored.reason.clone(),
+        stored.message.clone(),
+    ))
 }
 
 /// Guards read from Prometheus, which answers yet holds no series of this pod and never gave
@@ -346,7 +369,8 @@ mod tests {
     use crate::reconcile::apply::{ChildProblem, PodStep};
     use crate::reconcile::decide::decide;
     use crate::reconcile::fixtures::{self, guarded_spec, observed, ours, pod, scrape};
-    use crate::reconcile::observe::PerInstance;
+    use crate::reconcile::observe::{PerInstance, Slot};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
     use k8s_openapi::jiff::Timestamp;
     use std::time::{Duration, Instant};
 
@@ -446,6 +470,69 @@ mod tests {
             .expect("a MetricsReachable condition");
         assert_eq!(c.status, "False", "{c:?}");
         (c.reason.clone(), c.message.clone())
+    }
+
+    #[test]
+    fn before_the_first_scrape_of_a_pod_metrics_reachable_stays_as_stored() {
+        for (status, reason) in [("True", "Scraped"), ("False", "ScrapeFailing")] {
+            let stored_condition = Condition {
+                type_: types::METRICS_REACHABLE.into(),
+                status: status.into(),
+                reason: reason.into(),
+                message: "as stored".into(),
+                observed_generation: Some(1),
+                last_transition_time: Time(Timestamp::from_second(fixtures::NOW - 3600).expect("a time")),
+            };
+            let stored = TradingBotStatus {
+                conditions: vec![stored_condition.clone()],
+                ..TradingBotStatus::default()
+            };
+            // A pod with an address and no observation yet: the operator has just restarted.
+            let o = observed(
+                fixtures::bot("btc", guarded_spec(), stored),
+                ours(pod("btc", "bot:v1", true)),
+                None,
+            );
+            assert!(o.scrape_target(Instance::Prod).is_some(), "the pod can be scraped");
+            let d = decide(&o, &Settings::for_tests(), &mut BotMemory::default());
+            let report = report(&o, &d, &Applied::default());
+            let c = report
+                .status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == types::METRICS_REACHABLE)
+                .unwrap_or_else(|| panic!("{status}: MetricsReachable kept"));
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_str(), c.message.as_str()),
+                (status, reason, "as stored")
+            );
+            assert_eq!(
+                c.last_transition_time, stored_condition.last_transition_time,
+                "{status}"
+            );
+        }
+        // No pod to scrape: nothing is claimed about its metrics.
+        let stored = TradingBotStatus {
+            conditions: vec![Condition {
+                type_: types::METRICS_REACHABLE.into(),
+                status: "True".into(),
+                reason: "Scraped".into(),
+                message: "as stored".into(),
+                observed_generation: Some(1),
+                last_transition_time: Time(Timestamp::from_second(fixtures::NOW - 3600).expect("a time")),
+            }],
+            ..TradingBotStatus::default()
+        };
+        let o = observed(fixtures::bot("btc", guarded_spec(), stored), Slot::Absent, None);
+        let d = decide(&o, &Settings::for_tests(), &mut BotMemory::default());
+        let report = report(&o, &d, &Applied::default());
+        assert!(
+            !report
+                .status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == types::METRICS_REACHABLE)
+        );
     }
 
     #[test]
