@@ -5,12 +5,15 @@
 //! operator and the API server, not the kubelet starting 1,000 containers on two cores (and,
 //! unlike cordoning the node, it leaves everyone else's pods alone).
 
+use crate::apiserver::{self, ServerTime};
 use crate::operator_process::OperatorProcess;
 use crate::report::{Row, RunLog};
 use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{ListParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -25,7 +28,7 @@ use tradingbot_operator::reconcile::desired::{self, InstancePlan};
 
 const BOTS: usize = 1000;
 const CONCURRENCY: usize = 16;
-const CHILDREN_PER_BOT: usize = 6;
+const CHILDREN_PER_BOT: usize = 7;
 const IDLE_WINDOW: Duration = Duration::from_secs(60);
 
 /// What each bot's pod requests: more memory than a node has, so it stays Pending.
@@ -89,6 +92,7 @@ async fn floor(client: &Client, namespace: &str) -> anyhow::Result<Duration> {
                 bot.metadata.uid = Some(format!("00000000-0000-0000-0000-{i:012}"));
                 let plan = InstancePlan::prod(&bot, settings.bot_image.clone());
                 create::<ServiceAccount>(client, namespace, &without_owner(desired::service_account(&bot))).await?;
+                create::<Lease>(client, namespace, &without_owner(desired::lease(&bot, plan.instance))).await?;
                 create::<Role>(client, namespace, &without_owner(desired::role(&bot))).await?;
                 create::<RoleBinding>(client, namespace, &without_owner(desired::role_binding(&bot))).await?;
                 create::<ConfigMap>(client, namespace, &without_owner(desired::config_map(&bot, &plan))).await?;
@@ -101,6 +105,70 @@ async fn floor(client: &Client, namespace: &str) -> anyhow::Result<Duration> {
         .try_collect::<Vec<()>>()
         .await?;
     Ok(started.elapsed())
+}
+
+/// The operator's ServiceAccount, as the chart names it (release `tbo`).
+const OPERATOR_ACCOUNT: &str = "tbo-tradingbot-operator";
+
+/// One run of the floor, in a namespace of its own (gone again when this returns).
+struct FloorRun {
+    took: Duration,
+    spent: Vec<apiserver::Spent>,
+}
+
+/// Give the operator's ServiceAccount (of `operator_ns`) in `namespace` the rules the chart gives
+/// it in its own: a copy of its Role, bound to it.
+async fn grant_operator_rules(client: &Client, operator_ns: &str, namespace: &str) -> anyhow::Result<()> {
+    let source: Role = Api::namespaced(client.clone(), operator_ns)
+        .get(OPERATOR_ACCOUNT)
+        .await?;
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": OPERATOR_ACCOUNT, "namespace": namespace},
+        "rules": source.rules,
+    }))?;
+    Api::<Role>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &role)
+        .await?;
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": OPERATOR_ACCOUNT, "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": OPERATOR_ACCOUNT},
+        "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_ACCOUNT, "namespace": operator_ns}],
+    }))?;
+    Api::<RoleBinding>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &binding)
+        .await?;
+    Ok(())
+}
+
+/// The floor as `client`; `operator_ns`: first grant the operator's rules there (`client`
+/// acts as the operator).
+async fn timed_floor(cluster: &Cluster, client: &Client, operator_ns: Option<&str>) -> anyhow::Result<FloorRun> {
+    let floor_ns = cluster.namespace("bench-floor").await;
+    if let Some(operator_ns) = operator_ns {
+        grant_operator_rules(&cluster.client().await, operator_ns, &floor_ns.name).await?;
+    }
+    let before = ServerTime::read(cluster)?;
+    let took = floor(client, &floor_ns.name).await?;
+    let spent = ServerTime::read(cluster)?.since(&before);
+    let floor_name = floor_ns.name.clone();
+    drop(floor_ns);
+    wait_namespace_gone(cluster, &floor_name).await;
+    Ok(FloorRun { took, spent })
+}
+
+fn admin_floor_row(floor: Duration, admin: Duration) -> Row {
+    Row::new(
+        format!(
+            "floor as a cluster admin: the same {} children",
+            BOTS * CHILDREN_PER_BOT
+        ),
+        format!("{:.1} s", admin.as_secs_f64()),
+    )
+    .baseline(format!(
+        "{:.1} s: the floor with the operator's credentials (Role and RoleBinding creates checked for escalation)",
+        floor.as_secs_f64()
+    ))
+    .ratio(admin.as_secs_f64() / floor.as_secs_f64().max(0.001))
 }
 
 /// The operator's own /metrics page, read from its pod IP.
@@ -158,10 +226,70 @@ async fn api_requests(ns: &TestNamespace) -> anyhow::Result<f64> {
     Ok(api_requests_by_verb(ns).await?.values().sum())
 }
 
+/// Counts, from a watch, how many objects of one kind pass a test: cheap for the API server
+/// (it sends each change once), unlike listing 1,000 TradingBots every half second, which
+/// would load the very server whose speed is measured.
+struct Counted {
+    count: tokio::sync::watch::Receiver<usize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Counted {
+    /// Count the objects `stream` shows that pass `test`; ready once the first listing is in.
+    async fn start<K, S>(events: S, test: fn(&K) -> bool) -> anyhow::Result<Self>
+    where
+        K: Resource + Send + 'static,
+        S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    {
+        let (tx, count) = tokio::sync::watch::channel(0);
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut passing = std::collections::HashSet::new();
+            let mut ready_tx = Some(ready_tx);
+            let mut events = std::pin::pin!(events);
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(watcher::Event::Init) => passing.clear(),
+                    Ok(watcher::Event::InitDone) => {
+                        if let Some(ready) = ready_tx.take() {
+                            let _ = ready.send(());
+                        }
+                    }
+                    Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                        let name = o.meta().name.clone().unwrap_or_default();
+                        match test(&o) {
+                            true => passing.insert(name),
+                            false => passing.remove(&name),
+                        };
+                    }
+                    Ok(watcher::Event::Delete(o)) => {
+                        passing.remove(&o.meta().name.clone().unwrap_or_default());
+                    }
+                    Err(error) => eprintln!("bench: a convergence watch failed (it retries): {error}"),
+                }
+                tx.send_replace(passing.len());
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(60), ready)
+            .await
+            .map_err(|_| anyhow::anyhow!("a convergence watch did not list within 60 s"))??;
+        Ok(Self { count, task })
+    }
+
+    fn now(&self) -> usize {
+        *self.count.borrow()
+    }
+}
+
 async fn count<K>(client: &Client, namespace: &str) -> usize
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + Debug + DeserializeOwned,
-    K::DynamicType: Default,
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + Debug + DeserializeOwned,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let params = ListParams::default().labels(&format!(
@@ -175,6 +303,7 @@ where
 /// Every child kind the operator makes, counted.
 async fn children(client: &Client, namespace: &str) -> usize {
     count::<ServiceAccount>(client, namespace).await
+        + count::<Lease>(client, namespace).await
         + count::<Role>(client, namespace).await
         + count::<RoleBinding>(client, namespace).await
         + count::<ConfigMap>(client, namespace).await
@@ -182,19 +311,38 @@ async fn children(client: &Client, namespace: &str) -> usize {
         + count::<Pod>(client, namespace).await
 }
 
-/// TradingBots whose status the operator has written for their current generation.
-async fn statuses_written(bots: &Api<TradingBot>) -> usize {
-    let Ok(list) = bots.list(&ListParams::default()).await else {
-        return 0;
-    };
-    list.items
-        .iter()
-        .filter(|b| {
-            b.status
-                .as_ref()
-                .is_some_and(|s| s.phase.is_some() && s.observed_generation == b.metadata.generation)
+/// The fleet's convergence: TradingBots whose status the operator has written for their
+/// current generation, from one watch; once all are, the child objects of every kind it
+/// makes, listed (the operator writes a bot's status after its children, so the lists are
+/// read about once).
+struct Progress {
+    statuses: Counted,
+    client: Client,
+    namespace: String,
+}
+
+impl Progress {
+    async fn start(client: &Client, namespace: &str) -> anyhow::Result<Self> {
+        let bots: Api<TradingBot> = Api::namespaced(client.clone(), namespace);
+        let statuses = Counted::start(
+            watcher(bots, watcher::Config::default()).default_backoff(),
+            |b: &TradingBot| {
+                b.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase.is_some() && s.observed_generation == b.metadata.generation)
+            },
+        )
+        .await?;
+        Ok(Self {
+            statuses,
+            client: client.clone(),
+            namespace: namespace.to_string(),
         })
-        .count()
+    }
+
+    async fn converged(&self) -> bool {
+        self.statuses.now() == BOTS && children(&self.client, &self.namespace).await >= BOTS * CHILDREN_PER_BOT
+    }
 }
 
 async fn wait_namespace_gone(cluster: &Cluster, namespace: &str) {
@@ -239,19 +387,23 @@ pub async fn run(run: &mut RunLog) -> anyhow::Result<Vec<Row>> {
     run.fact("reconcile_concurrency", concurrency.trim());
     let operator = OperatorProcess::find(&ns)?;
 
+    // The floor's requests are authorised as the operator's: creating a Role or RoleBinding
+    // makes the API server check that its writer holds every permission in it, a check
+    // cluster admins skip. The admin's floor is measured too, to show what that check costs.
+    let as_operator = cluster.client_as_service_account(&ns.name, OPERATOR_ACCOUNT).await;
     eprintln!(
-        "bench: floor — {} child objects from one client",
+        "bench: floor — {} child objects from one client with the operator's credentials",
         BOTS * CHILDREN_PER_BOT
     );
-    let floor_ns = cluster.namespace("bench-floor").await;
-    let floor_time = floor(&client, &floor_ns.name).await?;
-    let floor_name = floor_ns.name.clone();
-    drop(floor_ns);
-    wait_namespace_gone(&cluster, &floor_name).await;
+    let floor_run = timed_floor(&cluster, &as_operator, Some(&ns.name)).await?;
+    eprintln!("bench: floor again, as a cluster admin");
+    let admin_floor = timed_floor(&cluster, &client, None).await?;
 
     eprintln!("bench: {BOTS} TradingBots through the operator");
     let bots: Api<TradingBot> = Api::namespaced(client.clone(), &ns.name);
+    let server_before = ServerTime::read(&cluster)?;
     let converged = converge(&ns, &client, &bots, &operator).await?;
+    let operator_spent = ServerTime::read(&cluster)?.since(&server_before);
     let idle = idle_window(&ns, &operator).await?;
     let restarted = operator.still_the_same(&ns).err().map(|e| e.to_string());
     let peak_rss = operator.peak_rss().map(|p| p.max(converged.peak_rss));
@@ -262,7 +414,7 @@ pub async fn run(run: &mut RunLog) -> anyhow::Result<Vec<Row>> {
         "Fleet: each bot's pod requests {UNSCHEDULABLE_MEMORY} of memory, so the {BOTS} bot pods stay Pending (nothing else \
          on the node is affected); the TradingBots are created by one client at concurrency {CONCURRENCY} (all accepted \
          after {:.1} s). Converged = every TradingBot has a status for its generation and all {} children exist \
-         (ServiceAccount, Role, RoleBinding, ConfigMap, Service, Pod per bot). The floor creates the same {} children, built \
+         (ServiceAccount, identity Lease, Role, RoleBinding, ConfigMap, Service, Pod per bot). The floor creates the same {} children, built \
          by the operator's own builders, from one client at concurrency {CONCURRENCY}. Deleting the fleet (finalizer: halt, \
          then remove) took {:.1} s. Operator reconcile concurrency: {}. API requests per bot by verb while converging: {}.",
         converged.created.as_secs_f64(),
@@ -272,7 +424,16 @@ pub async fn run(run: &mut RunLog) -> anyhow::Result<Vec<Row>> {
         concurrency.trim(),
         converged.per_verb.join(", ")
     ));
-    let rows = fleet_rows(&converged, floor_time, peak_rss, &idle, restarted);
+    run.note(format!(
+        "Fleet: the API server's time by request (its own histogram, most first; the cluster's own requests included: \
+         scheduler, controllers, the bench's watches), while the floor ran with the operator's credentials: {}; as a \
+         cluster admin: {}; while the operator converged: {}.",
+        apiserver::summary(&floor_run.spent, 6),
+        apiserver::summary(&admin_floor.spent, 6),
+        apiserver::summary(&operator_spent, 8),
+    ));
+    let mut rows = fleet_rows(&converged, floor_run.took, peak_rss, &idle, restarted);
+    rows.insert(1, admin_floor_row(floor_run.took, admin_floor.took));
     // The next part starts on a quiet API server: the fleet's children are gone, not still
     // being collected behind it.
     let fleet_name = ns.name.clone();
@@ -297,6 +458,7 @@ async fn converge(
     bots: &Api<TradingBot>,
     operator: &OperatorProcess,
 ) -> anyhow::Result<Converged> {
+    let progress = Progress::start(client, &ns.name).await?;
     let verbs_before = api_requests_by_verb(ns).await?;
     let cpu_before = operator.cpu()?;
     let started = Instant::now();
@@ -319,14 +481,14 @@ async fn converge(
     let mut peak_rss = operator.rss()?;
     loop {
         peak_rss = peak_rss.max(operator.rss()?);
-        if statuses_written(bots).await == BOTS && children(client, &ns.name).await >= BOTS * CHILDREN_PER_BOT {
+        if progress.converged().await {
             break;
         }
         anyhow::ensure!(
             Instant::now() < deadline,
             "the fleet did not converge within 30 minutes"
         );
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let converged = started.elapsed();
     let busy_cpu = operator.cpu()?.saturating_sub(cpu_before);
@@ -335,7 +497,7 @@ async fn converge(
     let per_verb = verbs_after
         .iter()
         .map(|(verb, n)| (verb, (n - verbs_before.get(verb).copied().unwrap_or(0.0)) / BOTS as f64))
-        .filter(|(_, per_bot)| *per_bot != 0.0)
+        .filter(|(_, per_bot)| *per_bot >= 0.05)
         .map(|(verb, per_bot)| format!("{verb} {per_bot:.1}"))
         .collect();
     Ok(Converged {
@@ -422,7 +584,7 @@ fn fleet_rows(
             format!("{:.1} s", c.converged.as_secs_f64()),
         )
         .baseline(format!(
-            "{:.1} s: one client creating the same {} children",
+            "{:.1} s: one client with the operator's credentials creating the same {} children",
             floor_time.as_secs_f64(),
             BOTS * CHILDREN_PER_BOT
         ))

@@ -11,6 +11,7 @@
 //! 3. Bot pipeline throughput on a 100,000-candle replay, against the bare replay loop.
 //! 4. `perps-bot --profile dev --dev-fast` wall time and RSS.
 
+mod apiserver;
 mod fleet;
 mod images;
 mod live;
@@ -78,6 +79,11 @@ async fn bench(only: &[String]) -> anyhow::Result<()> {
     if only.is_empty() {
         report::write_markdown(&table, &run, !unmeasured.is_empty())?;
         eprintln!("bench: wrote docs/BENCHMARKS.md");
+    } else {
+        // A partial run writes no document: its run notes go with the table.
+        for note in &run.notes {
+            println!("- {note}");
+        }
     }
     anyhow::ensure!(
         unmeasured.is_empty(),

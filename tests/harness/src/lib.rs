@@ -138,6 +138,22 @@ impl Cluster {
         kube::Client::try_from(config).expect("a client")
     }
 
+    /// A kube client that acts as ServiceAccount `namespace/name` (impersonated by the admin
+    /// credentials): every request is authorised, and checked for escalation, as that account's.
+    pub async fn client_as_service_account(&self, namespace: &str, name: &str) -> kube::Client {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("readable kubeconfig");
+        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("usable kubeconfig");
+        config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{name}"));
+        config.auth_info.impersonate_groups = Some(vec![
+            "system:serviceaccounts".into(),
+            format!("system:serviceaccounts:{namespace}"),
+            "system:authenticated".into(),
+        ]);
+        kube::Client::try_from(config).expect("a client")
+    }
+
     /// Run kubectl; `Err` carries stderr when it exits non-zero.
     pub fn kubectl_result(&self, args: &[&str]) -> anyhow::Result<String> {
         let output = self.kubectl_output(args, None)?;
