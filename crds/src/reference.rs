@@ -730,7 +730,7 @@ generation the operator looked at.
 | `Ready` | False | `Degraded` | The spec cannot be acted on; see `Degraded`. |
 | `Ready` | True or False | `Paused` | `spec.paused`; the status is whether the prod pod is ready. |
 | `Progressing` | True | `CanaryStarting`, `CanaryRunning`, `AwaitingPromotion`, `Promoting` | A rollout is in that phase; the message is `status.rollout.message`. |
-| `Progressing` | True | `PodCreating` | The prod pod was just created (and no rollout is in progress). |
+| `Progressing` | True | `PodCreating` | The prod pod was created and is still being created: its phase is `Pending` (being scheduled, its image pulled, its container started; and no rollout is in progress). |
 | `Progressing` | True | `PodReplacing` | The prod pod is being replaced: the old one is stopping and the new one starts once it is gone (and no rollout is in progress). |
 | `Progressing` | False | `RolloutComplete` | The last rollout was promoted. |
 | `Progressing` | False | `RolloutAborted` | The last rollout was aborted; the message says why. |

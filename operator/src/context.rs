@@ -81,6 +81,36 @@ impl ServiceMonitorApi {
     }
 }
 
+/// Namespaces where this operator's last TradingBot status write succeeded. A new bot's first
+/// status may wait for its children only where writing status is known to work: a pod must
+/// never start where the operator could not restrict it (RBAC without `tradingbots/status`, a
+/// webhook refusing status writes).
+#[derive(Debug, Default)]
+pub struct StatusWrites {
+    proven: Mutex<std::collections::HashSet<String>>,
+}
+
+impl StatusWrites {
+    /// A status write in `namespace` succeeded (true) or was refused other than by a conflict.
+    pub fn record(&self, namespace: &str, succeeded: bool) {
+        let mut proven = self.proven.lock().unwrap_or_else(|p| p.into_inner());
+        if succeeded {
+            if !proven.contains(namespace) {
+                proven.insert(namespace.to_string());
+            }
+        } else {
+            proven.remove(namespace);
+        }
+    }
+
+    pub fn proven(&self, namespace: &str) -> bool {
+        self.proven
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(namespace)
+    }
+}
+
 pub struct Context {
     pub client: Client,
     pub settings: Settings,
@@ -102,6 +132,7 @@ pub struct Context {
     pub account_memory: Mutex<HashMap<String, AccountMemory>>,
     /// The share of the bots and accounts this operator reconciles.
     pub shard: crate::shard::Shard,
+    pub status_writes: StatusWrites,
 }
 
 impl Context {
@@ -148,5 +179,23 @@ impl Context {
 
     pub fn forget(&self, uid: &str) {
         self.memory.lock().unwrap_or_else(|p| p.into_inner()).remove(uid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StatusWrites;
+
+    #[test]
+    fn status_writes_are_proven_per_namespace_until_one_is_refused() {
+        let writes = StatusWrites::default();
+        assert!(!writes.proven("trading"), "nothing written yet: unproven");
+        writes.record("trading", true);
+        assert!(writes.proven("trading"));
+        assert!(!writes.proven("other"), "proof is per namespace");
+        writes.record("trading", false);
+        assert!(!writes.proven("trading"), "a refusal takes the proof away");
+        writes.record("trading", true);
+        assert!(writes.proven("trading"));
     }
 }

@@ -410,6 +410,7 @@ pub async fn run(
         restarts,
         fleet,
         account_memory: Default::default(),
+        status_writes: Default::default(),
         shard,
     });
     tracing::info!(namespace = %scope, accounts, %shard, "controller started");

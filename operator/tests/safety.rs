@@ -198,6 +198,38 @@ async fn a_refused_status_write_keeps_every_scrape_of_a_quiet_bot_asking() {
     assert_ne!(status["mode"], "Halted", "no trip could be written meanwhile: {status}");
     assert!(trip_ids(&status).is_empty(), "{status}");
 
+    // A new bot meanwhile: where status cannot be written, no pod of it starts (its first status,
+    // which for a new bot nothing restricts may otherwise follow its children, is tried first).
+    let since = test_harness::audit_now();
+    ns.apply(&bot("newcomer", guarded_spec())).unwrap();
+    let user = operator_user(&ns);
+    eventually(
+        Duration::from_secs(30),
+        "the newcomer's status write refused",
+        || async {
+            test_harness::audited_writes(&user, &since)
+                .iter()
+                .any(|w| w.name == "newcomer" && w.subresource == "status" && w.code == 403)
+                .then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let newcomer_writes: Vec<_> = test_harness::audited_writes(&user, &since)
+        .into_iter()
+        .filter(|w| w.name.starts_with("newcomer"))
+        .collect();
+    assert!(
+        newcomer_writes
+            .iter()
+            .all(|w| matches!(w.resource.as_str(), "tradingbots" | "events")),
+        "no child of the newcomer was attempted: {newcomer_writes:?}"
+    );
+    assert!(
+        ns.kubectl_result(&["get", "pod", "newcomer"]).is_err(),
+        "no pod of the newcomer"
+    );
+
     refuse_status_writes(&ns, &role, false);
     let allowed = Instant::now();
     wait_for_field(&ns, "quiet", "{.status.mode}", "Halted", Duration::from_secs(60)).await;
@@ -209,6 +241,7 @@ async fn a_refused_status_write_keeps_every_scrape_of_a_quiet_bot_asking() {
     );
     wait_for_metric(&ns, "quiet", "perps_bot_trading_mode", 2.0, Duration::from_secs(15)).await;
     exchange.freeze(false);
+    wait_running(&ns, "newcomer").await;
 }
 
 /// Uids of a bot's named children (kind/name -> uid), absent ones left out.

@@ -299,13 +299,27 @@ impl<'a> Writer<'a> {
 
     /// Make sure the identity Lease exists and is usable. Leases are not cached (bots renew
     /// them every few seconds): one verified (at `verified_at`) is trusted for a while. Some
-    /// time when it was verified now.
-    pub async fn lease(&self, desired: &Lease, verified_at: Option<Instant>) -> Option<Instant> {
+    /// time when it was verified now. A bot never reconciled before (`new_bot`) most likely has
+    /// none: it is created at once, and looked up only if one is there already.
+    pub async fn lease(&self, desired: &Lease, verified_at: Option<Instant>, new_bot: bool) -> Option<Instant> {
         if verified_at.is_some_and(|at| at.elapsed() < LEASE_RECHECK) {
             return verified_at;
         }
         let name = desired.name_any();
         let api = self.api::<Lease>();
+        if new_bot {
+            match bounded(api.create(&PostParams::default(), desired)).await {
+                Ok(_) => {
+                    self.ctx.metrics.wrote("create", "leases");
+                    return Some(Instant::now());
+                }
+                Err(error) if is_code(&error, 409) => {}
+                Err(error) => {
+                    self.problem("Lease", &name, ChildIssue::WriteFailed(api_message(&error)));
+                    return None;
+                }
+            }
+        }
         let ok = match bounded(api.get_metadata_opt(&name)).await {
             Ok(None) => self.create(&api, "Lease", desired).await,
             Ok(Some(existing)) => match ownership(&existing.metadata, &self.uid) {
@@ -515,10 +529,11 @@ async fn prepare_instance(
     writer: &Writer<'_>,
     wanted: &InstanceChildren,
     lease_verified_at: Option<Instant>,
+    new_bot: bool,
 ) -> (bool, Option<Instant>) {
     let s = &writer.ctx.stores;
     let (lease, config_ok, _) = futures::join!(
-        writer.lease(&wanted.lease, lease_verified_at),
+        writer.lease(&wanted.lease, lease_verified_at, new_bot),
         writer.apply(&s.config_maps, &wanted.config_map),
         writer.apply(&s.services, &wanted.service),
     );
@@ -562,7 +577,8 @@ async fn first_round(
     match plan {
         InstancePlan::Converge(wanted) => {
             let verified = memory.leases_verified.get(&wanted.lease.name_any()).copied();
-            Ok(prepare_instance(writer, wanted, verified).await)
+            let new_bot = observed.bot.status.is_none();
+            Ok(prepare_instance(writer, wanted, verified, new_bot).await)
         }
         InstancePlan::Remove => {
             let names = InstanceNames::new(&observed.name, instance);

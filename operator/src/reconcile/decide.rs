@@ -1,6 +1,7 @@
 //! Step 3, decide (pure): from what was observed, the trading state (trips, acknowledgements,
 //! the effective mode), the rollout, the children to converge to, and the part of status that
-//! is written first (enforcement) whatever happens to the children afterwards.
+//! is written first (enforcement) whatever happens to the children afterwards (for a new bot
+//! that nothing restricts it may wait: [`enforcement_can_wait`]).
 
 use super::actors::Actors;
 use super::desired::{self, DesiredChildren};
@@ -55,7 +56,8 @@ pub struct Decision {
     /// Re-evaluate after this long even without news (rollout gates).
     pub recheck_after: Option<Duration>,
     pub children: ChildrenPlan,
-    /// Status with the trading decisions applied: written before any child is touched.
+    /// Status with the trading decisions applied: written before any child is touched (see
+    /// [`enforcement_can_wait`] for the one exception).
     pub enforcement: TradingBotStatus,
     /// Rollout and deletion Events (the trading ones are in `trading.notices`).
     pub notices: Vec<Notice>,
@@ -347,6 +349,25 @@ fn deletion_notices(old: &TradingBotStatus, children: &ChildrenPlan, settings: &
     notices
 }
 
+/// A bot never reconciled before (no status) that nothing restricts (mode Normal, no trip,
+/// acknowledgement, brake or audit entry to record): its first status can wait for the pass's
+/// one write after the children, since until then its bot trades by its spec, which is exactly
+/// what that status would say (the caller also asks for proof that status writes work in its
+/// namespace). Any restriction (its spec's switches, an account, a brake, a trip from a pod
+/// that existed before, a deletion) is written before any child is touched.
+pub fn enforcement_can_wait(observed: &Observed, decision: &Decision) -> bool {
+    let e = &decision.enforcement;
+    observed.bot.status.is_none()
+        && !observed.deleting()
+        && e.mode == Some(TradingMode::Normal)
+        && e.mode_sources.is_empty()
+        && e.trips.is_empty()
+        && e.last_ack.is_none()
+        && e.canary_mode.is_none()
+        && e.brake.is_none()
+        && e.history.is_empty()
+}
+
 /// The old status with every trading decision in it: what must reach the API server even if
 /// no child can be written.
 fn enforcement_status(old: &TradingBotStatus, trading: &TradingOutcome, has_canary: bool) -> TradingBotStatus {
@@ -587,6 +608,56 @@ mod tests {
         );
         let fine = decide_for(&on_account(Some(shared_account(&["trading"], vec![]))));
         assert_eq!(fine.enforcement.mode, Some(TradingMode::Normal));
+    }
+
+    #[test]
+    fn only_a_new_bot_that_nothing_restricts_has_its_first_status_wait_for_the_children() {
+        let new = |spec: tradingbot_crds::TradingBotSpec| {
+            observed(fixtures::bot("btc", spec, Default::default()), Slot::Absent, None)
+        };
+        let without_status = |mut o: Observed| {
+            let mut bot = (*o.bot).clone();
+            bot.status = None;
+            o.bot = std::sync::Arc::new(bot);
+            o
+        };
+        let can_wait = |o: &Observed| enforcement_can_wait(o, &decide_for(o));
+        assert!(can_wait(&without_status(new(guarded_spec()))), "a new bot in Normal");
+        let mut reduce_only = guarded_spec();
+        reduce_only.reduce_only = true;
+        let reduce_only = without_status(new(reduce_only));
+        assert!(
+            !decide_for(&reduce_only).enforcement.history.is_empty() && !can_wait(&reduce_only),
+            "spec.reduceOnly restricts it: written first (and audited: who asked for it)"
+        );
+
+        let stored = new(guarded_spec());
+        assert!(!can_wait(&stored), "a bot with a status: enforcement first, as always");
+
+        let restricted = shared_account(
+            &["trading"],
+            vec![tradingbot_crds::account::AccountTrip {
+                id: "account-bots-reduceonly-1".into(),
+                limit: "bots".into(),
+                level: TradingMode::ReduceOnly,
+                value: "5".into(),
+                threshold: "4".into(),
+                time: "t".into(),
+            }],
+        );
+        let mut on_restricted = without_status(on_account(Some(restricted)));
+        on_restricted.pods.prod = Slot::Absent;
+        assert!(
+            !can_wait(&on_restricted),
+            "an account restricting it: its bot would not know, so status goes first"
+        );
+
+        let mut braked = (*without_status(new(guarded_spec())).bot).clone();
+        braked.metadata.annotations = Some([(names::ANNOTATION_BRAKE.to_string(), "Halted".to_string())].into());
+        assert!(
+            !can_wait(&observed(braked, Slot::Absent, None)),
+            "a brake is recorded first"
+        );
     }
 
     #[test]

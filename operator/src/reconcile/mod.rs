@@ -4,7 +4,9 @@
 //! 2. validate and decide ([`decide`], pure): trips, acknowledgements and the mode
 //!    ([`trading`]), the rollout ([`rollout`]), the desired children ([`desired`]);
 //! 3. enforce ([`enforce`]): the mode, trips and acknowledgements reach status *first*,
-//!    conditional on the resourceVersion decided from, before any child or Secret is touched;
+//!    conditional on the resourceVersion decided from, before any child or Secret is touched
+//!    (a new bot that nothing but its own spec restricts gets its first status in step 5:
+//!    [`decide::enforcement_can_wait`]);
 //! 4. apply ([`apply`]): children converge; a refused write is collected, never fatal;
 //! 5. report ([`report`], pure): the rest of status and the Events, written only on change.
 //!
@@ -183,11 +185,11 @@ pub fn error_policy(bot: Arc<TradingBot>, error: &Error, ctx: Arc<Context>) -> A
 async fn reconcile_bot(bot: Arc<TradingBot>, ctx: &Context, memory: &mut BotMemory) -> Result<Action, Error> {
     let observed = observe::gather(bot, ctx);
     let decision = decide::decide(&observed, &ctx.settings, memory);
-    let version = enforce_step(&observed, &decision, ctx).await?;
+    let (version, stored) = enforce_step(&observed, &decision, ctx).await?;
     let version = finalizer_step(&observed, version, ctx).await?;
     let applied = apply_step(&observed, &decision, ctx, memory).await;
     let report = report::report(&observed, &decision, &applied);
-    let written = write_report(&observed, &decision, &report.status, version, ctx).await?;
+    let written = write_report(&observed, &report.status, &stored, version, ctx).await?;
     publish(&observed, &report.notices, ctx).await;
     audit::log(&observed.namespace, &observed.name, &decision.records.audit);
     record_metrics(ctx, &observed, &report.status, &decision);
@@ -207,19 +209,27 @@ fn api(observed: &Observed, ctx: &Context) -> Api<TradingBot> {
     Api::namespaced(ctx.client.clone(), &observed.namespace)
 }
 
-/// Step 3: the trading decisions reach status before anything else is attempted.
-async fn enforce_step(observed: &Observed, decision: &Decision, ctx: &Context) -> Result<Version, Error> {
+/// Step 3: the trading decisions reach status before anything else is attempted (unless
+/// [`decide::enforcement_can_wait`], in a namespace where this operator's status writes are
+/// known to work). Returns the version and the status now stored.
+async fn enforce_step(
+    observed: &Observed,
+    decision: &Decision,
+    ctx: &Context,
+) -> Result<(Version, TradingBotStatus), Error> {
     let bot = &observed.bot;
     let old = bot.status.clone().unwrap_or_default();
     let mut version = Version(bot.resource_version().unwrap_or_default());
-    if decision.enforcement != old {
-        version = enforce::write_status(&api(observed, ctx), bot, &decision.enforcement, &version)
+    let mut stored = old.clone();
+    let can_wait = decide::enforcement_can_wait(observed, decision) && ctx.status_writes.proven(&observed.namespace);
+    if decision.enforcement != old && !can_wait {
+        version = write_bot_status(observed, &decision.enforcement, &version, ctx)
             .await
             .map_err(|source| Error::Enforce {
                 bot: bot_ref(bot),
                 source,
             })?;
-        ctx.metrics.wrote("apply", "tradingbots/status");
+        stored = decision.enforcement.clone();
     }
     audit::log(&observed.namespace, &observed.name, &decision.audit);
     let mut notices = decision.trading.notices.clone();
@@ -231,7 +241,7 @@ async fn enforce_step(observed: &Observed, decision: &Decision, ctx: &Context) -
             .with_label_values(&[&trip.guard, trip.level.as_str()])
             .inc();
     }
-    Ok(version)
+    Ok((version, stored))
 }
 
 async fn finalizer_step(observed: &Observed, version: Version, ctx: &Context) -> Result<Version, Error> {
@@ -289,26 +299,45 @@ async fn apply_step(observed: &Observed, decision: &Decision, ctx: &Context, mem
     applied
 }
 
-/// Step 5: the rest of status, when it changed since what is (now) stored.
+/// Step 5: the rest of status, when it differs from what is (now) stored: the enforcement
+/// status (written, or equal to what was there), or for a new bot whose first status waited,
+/// nothing yet.
 async fn write_report(
     observed: &Observed,
-    decision: &Decision,
     status: &TradingBotStatus,
+    stored: &TradingBotStatus,
     version: Version,
     ctx: &Context,
 ) -> Result<Version, Error> {
-    // What is stored now: the enforcement status (written, or equal to what was there).
-    if *status == decision.enforcement {
+    if status == stored {
         return Ok(version);
     }
-    let written = enforce::write_status(&api(observed, ctx), &observed.bot, status, &version)
+    write_bot_status(observed, status, &version, ctx)
         .await
         .map_err(|source| Error::Report {
             bot: bot_ref(&observed.bot),
             source,
-        })?;
-    ctx.metrics.wrote("apply", "tradingbots/status");
-    Ok(written)
+        })
+}
+
+/// Write the bot's status (conditional on `version`), counted, and noting whether status
+/// writes work in its namespace (a conflict says nothing about that).
+async fn write_bot_status(
+    observed: &Observed,
+    status: &TradingBotStatus,
+    version: &Version,
+    ctx: &Context,
+) -> Result<Version, kube::Error> {
+    let result = enforce::write_status(&api(observed, ctx), &observed.bot, status, version).await;
+    match &result {
+        Ok(_) => {
+            ctx.metrics.wrote("apply", "tradingbots/status");
+            ctx.status_writes.record(&observed.namespace, true);
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(_) => ctx.status_writes.record(&observed.namespace, false),
+    }
+    result
 }
 
 async fn publish(observed: &Observed, notices: &[Notice], ctx: &Context) {

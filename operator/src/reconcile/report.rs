@@ -26,8 +26,32 @@ struct PodProgress {
     deferred: Option<usize>,
 }
 
-fn pod_notices(applied: &Applied, notices: &mut Vec<Notice>) -> PodProgress {
+/// The prod pod is ours and still being created: its phase is Pending (being scheduled, its
+/// image pulled, its container started), and a pass converging the children left it as it is
+/// (a pod being replaced or whose restart waits says so instead; a pass that skipped the
+/// children while their retry waits counts as leaving it). `Progressing` says `PodCreating` from the pass that
+/// created it until the pod runs, not only in that pass: a pod the cache shows for the first
+/// time changes nothing, and a new bot's status is not written once more for it.
+fn prod_pod_pending(observed: &Observed, decision: &Decision, applied: &Applied) -> bool {
+    let left_as_is = matches!(decision.children, ChildrenPlan::Converge(_))
+        && matches!(applied.pods.prod, Some(PodStep::Steady) | None);
+    left_as_is
+        && !observed.deleting()
+        && observed.pods.prod.ours().is_some_and(|p| {
+            !p.terminating
+                && p.pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.phase.as_deref())
+                    .is_none_or(|phase| phase == "Pending")
+        })
+}
+
+fn pod_notices(observed: &Observed, decision: &Decision, applied: &Applied, notices: &mut Vec<Notice>) -> PodProgress {
     let mut progress = PodProgress::default();
+    if prod_pod_pending(observed, decision, applied) {
+        progress.prod = Some("PodCreating");
+    }
     for (instance, step) in [
         (Instance::Canary, &applied.pods.canary),
         (Instance::Prod, &applied.pods.prod),
@@ -317,7 +341,7 @@ fn add_records(status: &mut TradingBotStatus, records: &RolloutRecords) {
 pub fn report(observed: &Observed, decision: &Decision, applied: &Applied) -> Report {
     let old = observed.bot.status.clone().unwrap_or_default();
     let mut notices = decision.notices.clone();
-    let progress = pod_notices(applied, &mut notices);
+    let progress = pod_notices(observed, decision, applied, &mut notices);
     let phase = phase(observed, decision, &progress);
     let prod_ready = observed.pods.prod.ours().is_some_and(|p| p.ready);
     let mode = &decision.trading.mode;
@@ -430,6 +454,56 @@ mod tests {
         let d = decide(&again, &Settings::for_tests(), &mut BotMemory::default());
         let report = super::report(&again, &d, &refused());
         assert!(!report.notices.iter().any(|n| n.reason == Reason::ChildWriteFailed));
+    }
+
+    fn progressing_of(status: &TradingBotStatus) -> (String, String) {
+        let c = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == types::PROGRESSING)
+            .expect("a Progressing condition");
+        (c.status.clone(), c.reason.clone())
+    }
+
+    #[test]
+    fn a_created_pod_stays_podcreating_while_pending_so_the_next_pass_writes_nothing() {
+        let new_bot = fixtures::bot("btc", guarded_spec(), TradingBotStatus::default());
+        let o = observed(new_bot.clone(), Slot::Absent, None);
+        let d = decide(&o, &Settings::for_tests(), &mut BotMemory::default());
+        let created = Applied {
+            pods: PerInstance {
+                prod: Some(PodStep::Created),
+                canary: Some(PodStep::Steady),
+            },
+            ..Applied::default()
+        };
+        let first = report(&o, &d, &created);
+        assert_eq!(progressing_of(&first.status), ("True".into(), "PodCreating".into()));
+        assert!(first.notices.iter().any(|n| n.reason == Reason::PodCreated));
+
+        // The next pass: the cache now shows the pod, Pending (unschedulable, pulling...).
+        let mut pending = pod("btc", "bot:v1", false);
+        pending.status.as_mut().expect("a status").phase = Some("Pending".into());
+        let mut stored = new_bot;
+        stored.status = Some(first.status.clone());
+        let o = observed(stored.clone(), ours(pending), None);
+        let d = decide(&o, &Settings::for_tests(), &mut BotMemory::default());
+        let steady = Applied {
+            pods: PerInstance {
+                prod: Some(PodStep::Steady),
+                canary: Some(PodStep::Steady),
+            },
+            ..Applied::default()
+        };
+        let second = report(&o, &d, &steady);
+        assert_eq!(second.status, first.status, "nothing changed: nothing to write");
+        assert!(second.notices.is_empty(), "{:?}", second.notices);
+
+        // Once it runs (not yet ready), it is no longer being created.
+        let o = observed(stored, ours(pod("btc", "bot:v1", false)), None);
+        let d = decide(&o, &Settings::for_tests(), &mut BotMemory::default());
+        let running = report(&o, &d, &steady);
+        assert_eq!(progressing_of(&running.status), ("False".into(), "Idle".into()));
     }
 
     /// An observation of a bot no answer has carried for ten minutes (`seen`: one did before;
