@@ -698,8 +698,8 @@ pub async fn run(run: &mut RunLog) -> anyhow::Result<Vec<Row>> {
                  namespace's bot pods through the API server (pod role, kept by the operator's managed-by label and \
                  the metrics port, with the namespace and pod target labels a ServiceMonitor gives) and scraping the \
                  probe every {} s and the rest every {} s; the operator redeployed with guardSource prometheus at the \
-                 chart's query interval (5 s). Measured over {:.0} s after its first answers, then {TRIALS} guard \
-                 trials.",
+                 chart's query interval (5 s). Measured over {:.0} s once its first pass over every bot was over \
+                 (a reconcile each, then no write for 10 s), then {TRIALS} guard trials.",
                 PROBE_SCRAPE.as_secs(),
                 FLEET_SCRAPE.as_secs(),
                 measured.steady.window.as_secs_f64(),

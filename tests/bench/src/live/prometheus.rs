@@ -170,8 +170,7 @@ pub async fn measure(
         anyhow::ensure!(Instant::now() < deadline, "the operator's guard queries got no answers");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    // The restart's first reconcile of every bot passes before the window.
-    tokio::time::sleep(Duration::from_secs(30)).await;
+    wait_first_pass(ns, bots).await;
     let prometheus_cpu = || operator_process::cpu_time(prometheus.pid()).context("Prometheus exited");
     let (cpu_before, queries_before) = (prometheus_cpu()?, queries(ns).await?);
     let steady = steady_window(ns, &operator, fleet, bots, 0.0, STEADY_WINDOW).await?;
@@ -191,6 +190,35 @@ pub async fn measure(
         queries_failed: queries_after.1 - queries_before.1,
         _prometheus: prometheus,
     })
+}
+
+/// How long the operator's writes must have stopped before its restart's first pass counts as over.
+const SETTLED: Duration = Duration::from_secs(10);
+
+/// The restarted operator's first pass over every bot is over: at least one reconcile per bot,
+/// then no write for [`SETTLED`] (at most three minutes: then the window starts anyway, and
+/// the writes it counts say so).
+async fn wait_first_pass(ns: &TestNamespace, bots: usize) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let (mut writes_seen, mut quiet_since) = (-1.0, Instant::now());
+    loop {
+        let text = fleet::operator_metrics(ns).await.unwrap_or_default();
+        let reconciles = fleet::metric_sum(&text, "tradingbot_operator_reconciliations_total");
+        let writes = fleet::metric_sum(&text, "tradingbot_operator_api_writes_total");
+        if writes != writes_seen {
+            (writes_seen, quiet_since) = (writes, Instant::now());
+        }
+        if reconciles >= bots as f64 && quiet_since.elapsed() >= SETTLED {
+            return;
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "bench: the restarted operator's first pass had not settled after 180 s ({reconciles} reconciles)"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// The Prometheus source's rows, each against the pods source at the same fleet size.
