@@ -81,33 +81,47 @@ impl ServiceMonitorApi {
     }
 }
 
-/// Namespaces where this operator's last TradingBot status write succeeded. A new bot's first
-/// status may wait for its children only where writing status is known to work: a pod must
-/// never start where the operator could not restrict it (RBAC without `tradingbots/status`, a
-/// webhook refusing status writes).
+/// Namespaces where this operator's TradingBot status writes are known to work: the last one
+/// answered there, sent less than [`STATUS_PROOF_LIFETIME`] ago, succeeded. A new bot's first
+/// status may wait for its children only there: a pod must never start where the operator
+/// could not restrict it (RBAC without `tradingbots/status`, a webhook refusing status
+/// writes). A proof from a quiet spell is too old: the next new bot writes first and renews it.
 #[derive(Debug, Default)]
 pub struct StatusWrites {
-    proven: Mutex<std::collections::HashSet<String>>,
+    by_namespace: Mutex<HashMap<String, StatusProof>>,
+}
+
+/// How long a successful status write proves that status writes work in its namespace.
+pub const STATUS_PROOF_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+
+#[derive(Debug, Default, Clone, Copy)]
+struct StatusProof {
+    succeeded_sent_at: Option<std::time::Instant>,
+    refused_sent_at: Option<std::time::Instant>,
 }
 
 impl StatusWrites {
-    /// A status write in `namespace` succeeded (true) or was refused other than by a conflict.
-    pub fn record(&self, namespace: &str, succeeded: bool) {
-        let mut proven = self.proven.lock().unwrap_or_else(|p| p.into_inner());
+    /// A status write in `namespace`, sent at `sent_at`, succeeded (true) or was refused other
+    /// than by a conflict. A success sent before the latest refusal proves nothing.
+    pub fn record(&self, namespace: &str, succeeded: bool, sent_at: std::time::Instant) {
+        let mut by_namespace = self.by_namespace.lock().unwrap_or_else(|p| p.into_inner());
+        let proof = by_namespace.entry(namespace.to_string()).or_default();
+        let latest = |at: Option<std::time::Instant>| Some(at.map_or(sent_at, |at| at.max(sent_at)));
         if succeeded {
-            if !proven.contains(namespace) {
-                proven.insert(namespace.to_string());
-            }
+            proof.succeeded_sent_at = latest(proof.succeeded_sent_at);
         } else {
-            proven.remove(namespace);
+            proof.refused_sent_at = latest(proof.refused_sent_at);
         }
     }
 
-    pub fn proven(&self, namespace: &str) -> bool {
-        self.proven
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(namespace)
+    pub fn proven(&self, namespace: &str, now: std::time::Instant) -> bool {
+        let by_namespace = self.by_namespace.lock().unwrap_or_else(|p| p.into_inner());
+        by_namespace.get(namespace).is_some_and(|proof| {
+            proof.succeeded_sent_at.is_some_and(|ok| {
+                now.saturating_duration_since(ok) < STATUS_PROOF_LIFETIME
+                    && proof.refused_sent_at.is_none_or(|refused| ok > refused)
+            })
+        })
     }
 }
 
@@ -184,18 +198,30 @@ impl Context {
 
 #[cfg(test)]
 mod tests {
-    use super::StatusWrites;
+    use super::{STATUS_PROOF_LIFETIME, StatusWrites};
+    use std::time::{Duration, Instant};
 
     #[test]
-    fn status_writes_are_proven_per_namespace_until_one_is_refused() {
+    fn status_writes_are_proven_per_namespace_by_a_recent_success_sent_after_the_last_refusal() {
         let writes = StatusWrites::default();
-        assert!(!writes.proven("trading"), "nothing written yet: unproven");
-        writes.record("trading", true);
-        assert!(writes.proven("trading"));
-        assert!(!writes.proven("other"), "proof is per namespace");
-        writes.record("trading", false);
-        assert!(!writes.proven("trading"), "a refusal takes the proof away");
-        writes.record("trading", true);
-        assert!(writes.proven("trading"));
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert!(!writes.proven("trading", t0), "nothing written yet: unproven");
+        writes.record("trading", true, t0);
+        assert!(writes.proven("trading", at(1)));
+        assert!(!writes.proven("other", at(1)), "proof is per namespace");
+        assert!(
+            !writes.proven("trading", t0 + STATUS_PROOF_LIFETIME),
+            "a proof from a quiet spell is too old"
+        );
+        writes.record("trading", false, at(10));
+        assert!(!writes.proven("trading", at(11)), "a refusal takes the proof away");
+        writes.record("trading", true, at(9));
+        assert!(
+            !writes.proven("trading", at(12)),
+            "a success sent before the refusal (answered after it) proves nothing"
+        );
+        writes.record("trading", true, at(12));
+        assert!(writes.proven("trading", at(13)));
     }
 }

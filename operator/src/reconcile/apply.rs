@@ -300,25 +300,17 @@ impl<'a> Writer<'a> {
     /// Make sure the identity Lease exists and is usable. Leases are not cached (bots renew
     /// them every few seconds): one verified (at `verified_at`) is trusted for a while. Some
     /// time when it was verified now. A bot never reconciled before (`new_bot`) most likely has
-    /// none: it is created at once, and looked up only if one is there already.
+    /// none: it is created at once, and looked up only if that is refused.
     pub async fn lease(&self, desired: &Lease, verified_at: Option<Instant>, new_bot: bool) -> Option<Instant> {
         if verified_at.is_some_and(|at| at.elapsed() < LEASE_RECHECK) {
             return verified_at;
         }
         let name = desired.name_any();
         let api = self.api::<Lease>();
-        if new_bot {
-            match bounded(api.create(&PostParams::default(), desired)).await {
-                Ok(_) => {
-                    self.ctx.metrics.wrote("create", "leases");
-                    return Some(Instant::now());
-                }
-                Err(error) if is_code(&error, 409) => {}
-                Err(error) => {
-                    self.problem("Lease", &name, ChildIssue::WriteFailed(api_message(&error)));
-                    return None;
-                }
-            }
+        // Any refusal (one there already, or a full quota that counts it) is looked into below.
+        if new_bot && bounded(api.create(&PostParams::default(), desired)).await.is_ok() {
+            self.ctx.metrics.wrote("create", "leases");
+            return Some(Instant::now());
         }
         let ok = match bounded(api.get_metadata_opt(&name)).await {
             Ok(None) => self.create(&api, "Lease", desired).await,

@@ -211,7 +211,8 @@ fn api(observed: &Observed, ctx: &Context) -> Api<TradingBot> {
 
 /// Step 3: the trading decisions reach status before anything else is attempted (unless
 /// [`decide::enforcement_can_wait`], in a namespace where this operator's status writes are
-/// known to work). Returns the version and the status now stored.
+/// known to work: [`crate::context::StatusWrites`]). Returns the version and the status now
+/// stored.
 async fn enforce_step(
     observed: &Observed,
     decision: &Decision,
@@ -221,7 +222,8 @@ async fn enforce_step(
     let old = bot.status.clone().unwrap_or_default();
     let mut version = Version(bot.resource_version().unwrap_or_default());
     let mut stored = old.clone();
-    let can_wait = decide::enforcement_can_wait(observed, decision) && ctx.status_writes.proven(&observed.namespace);
+    let can_wait = decide::enforcement_can_wait(observed, decision)
+        && ctx.status_writes.proven(&observed.namespace, Instant::now());
     if decision.enforcement != old && !can_wait {
         version = write_bot_status(observed, &decision.enforcement, &version, ctx)
             .await
@@ -328,14 +330,15 @@ async fn write_bot_status(
     version: &Version,
     ctx: &Context,
 ) -> Result<Version, kube::Error> {
+    let sent_at = Instant::now();
     let result = enforce::write_status(&api(observed, ctx), &observed.bot, status, version).await;
     match &result {
         Ok(_) => {
             ctx.metrics.wrote("apply", "tradingbots/status");
-            ctx.status_writes.record(&observed.namespace, true);
+            ctx.status_writes.record(&observed.namespace, true, sent_at);
         }
         Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(_) => ctx.status_writes.record(&observed.namespace, false),
+        Err(_) => ctx.status_writes.record(&observed.namespace, false, sent_at),
     }
     result
 }

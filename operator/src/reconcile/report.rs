@@ -29,12 +29,13 @@ struct PodProgress {
 /// The prod pod is ours and still being created: its phase is Pending (being scheduled, its
 /// image pulled, its container started), and a pass converging the children left it as it is
 /// (a pod being replaced or whose restart waits says so instead; a pass that skipped the
-/// children while their retry waits counts as leaving it). `Progressing` says `PodCreating` from the pass that
+/// children while their retry waits, or left the pod because a dependency was refused, counts
+/// as leaving it: the condition does not flip between such passes). `Progressing` says `PodCreating` from the pass that
 /// created it until the pod runs, not only in that pass: a pod the cache shows for the first
 /// time changes nothing, and a new bot's status is not written once more for it.
 fn prod_pod_pending(observed: &Observed, decision: &Decision, applied: &Applied) -> bool {
     let left_as_is = matches!(decision.children, ChildrenPlan::Converge(_))
-        && matches!(applied.pods.prod, Some(PodStep::Steady) | None);
+        && matches!(applied.pods.prod, Some(PodStep::Steady | PodStep::Blocked) | None);
     left_as_is
         && !observed.deleting()
         && observed.pods.prod.ours().is_some_and(|p| {
@@ -498,6 +499,21 @@ mod tests {
         let second = report(&o, &d, &steady);
         assert_eq!(second.status, first.status, "nothing changed: nothing to write");
         assert!(second.notices.is_empty(), "{:?}", second.notices);
+        for (pass, prod) in [
+            ("retry waiting", None),
+            ("a dependency refused", Some(PodStep::Blocked)),
+        ] {
+            let left = Applied {
+                pods: PerInstance { prod, canary: None },
+                ..Applied::default()
+            };
+            let again = report(&o, &d, &left);
+            assert_eq!(
+                progressing_of(&again.status),
+                ("True".into(), "PodCreating".into()),
+                "{pass}: no flip to Idle and back"
+            );
+        }
 
         // Once it runs (not yet ready), it is no longer being created.
         let o = observed(stored, ours(pod("btc", "bot:v1", false)), None);

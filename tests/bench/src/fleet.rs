@@ -319,6 +319,7 @@ struct Progress {
     statuses: Counted,
     client: Client,
     namespace: String,
+    listed_at: Option<Instant>,
 }
 
 impl Progress {
@@ -337,11 +338,21 @@ impl Progress {
             statuses,
             client: client.clone(),
             namespace: namespace.to_string(),
+            listed_at: None,
         })
     }
 
-    async fn converged(&self) -> bool {
-        self.statuses.now() == BOTS && children(&self.client, &self.namespace).await >= BOTS * CHILDREN_PER_BOT
+    /// Every status is in and so is every child (listed at most every half second).
+    async fn converged(&mut self) -> bool {
+        if self.statuses.now() < BOTS
+            || self
+                .listed_at
+                .is_some_and(|at| at.elapsed() < Duration::from_millis(500))
+        {
+            return false;
+        }
+        self.listed_at = Some(Instant::now());
+        children(&self.client, &self.namespace).await >= BOTS * CHILDREN_PER_BOT
     }
 }
 
@@ -458,7 +469,7 @@ async fn converge(
     bots: &Api<TradingBot>,
     operator: &OperatorProcess,
 ) -> anyhow::Result<Converged> {
-    let progress = Progress::start(client, &ns.name).await?;
+    let mut progress = Progress::start(client, &ns.name).await?;
     let verbs_before = api_requests_by_verb(ns).await?;
     let cpu_before = operator.cpu()?;
     let started = Instant::now();
