@@ -17,8 +17,21 @@ async fn sigkill_mid_reconcile_converges_without_duplicates() {
     for name in &bots {
         ns.apply(&bot(name, json!({"symbols": ["ETH-USD"]}))).unwrap();
     }
+    // Kill the operator once it is at work on the burst (its first bot pod exists) and before
+    // every bot converged; a kill after the last bot went Running would prove nothing.
+    eventually(Duration::from_secs(60), "the operator's first bot pod", || {
+        let pods = ns.pods("trading.gpttrader.io/bot");
+        async move { (!pods.is_empty()).then_some(()) }
+    })
+    .await;
     let operator = ns.pods("app.kubernetes.io/name=tradingbot-operator")[0].clone();
-    ns.kill_container(&operator);
+    let phases_at_kill = ns.kubectl(&["get", "tb", "-o", "jsonpath={.items[*].status.phase}"]);
+    kill_and_await_restart(&ns, &operator).await;
+    let running_at_kill = phases_at_kill.split_whitespace().filter(|p| *p == "Running").count();
+    assert!(
+        running_at_kill < bots.len(),
+        "the kill landed before every bot converged: {phases_at_kill:?}"
+    );
     for name in &bots {
         wait_running(&ns, name).await;
     }

@@ -321,7 +321,7 @@ async fn an_operator_restart_mid_rollout_resumes_it() {
     let started = ns.tradingbot("resumed")["status"]["rollout"]["startedAt"].clone();
     let canary_uid = pod_field(&ns, "resumed--canary", "{.metadata.uid}");
     let operator = ns.pods("app.kubernetes.io/name=tradingbot-operator")[0].clone();
-    ns.kill_container(&operator);
+    kill_and_await_restart(&ns, &operator).await;
     wait_for_field(&ns, "resumed", "{.status.rollout.phase}", "Promoted", ROLLOUT).await;
     let status = ns.tradingbot("resumed")["status"].clone();
     assert_eq!(

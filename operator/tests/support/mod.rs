@@ -73,6 +73,25 @@ pub fn pod_field(ns: &TestNamespace, pod: &str, jsonpath: &str) -> String {
         .to_string()
 }
 
+/// SIGKILL the first container of `pod` and wait until the kubelet has counted the restart
+/// (restartCount one higher than before the kill), so a test that asserts on the restart never
+/// reads the count before the kubelet noticed the kill.
+pub async fn kill_and_await_restart(ns: &TestNamespace, pod: &str) {
+    let restarts = |ns: &TestNamespace| {
+        pod_field(ns, pod, "{.status.containerStatuses[0].restartCount}")
+            .parse::<u32>()
+            .unwrap_or(0)
+    };
+    let before = restarts(ns);
+    ns.kill_container(pod);
+    let what = format!("the kubelet counting {pod}'s restart");
+    eventually(Duration::from_secs(120), &what, || {
+        let now = restarts(ns);
+        async move { (now > before).then_some(()) }
+    })
+    .await;
+}
+
 /// The operator's service account as the audit log names it.
 pub fn operator_user(ns: &TestNamespace) -> String {
     format!("system:serviceaccount:{}:tbo-tradingbot-operator", ns.name)
