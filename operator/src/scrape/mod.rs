@@ -2,9 +2,10 @@
 //! and with its own timeout (one slow bot never delays another). Every scrape stores an
 //! [`Observation`]; the bot is reconciled (where guards and rollout gates are evaluated) after
 //! every scrape that can change a decision: each one while something counts scrapes (a rollout,
-//! a trip waiting to resume, a deletion, an account's totals), otherwise only a failed scrape, a
-//! change of what the guards see at their levels or of what the bot reports about itself, and at
-//! least once every [`REFRESH`] anyway (see [`Relevance`]).
+//! a trip waiting to resume, a deletion, an account's totals), otherwise only when a scrape starts
+//! or ends a run of failures, changes what the guards see at their levels (a silent bot's
+//! staleness grows with its silence) or what the bot reports about itself, and at least once every
+//! [`REFRESH`] anyway (see [`Relevance`]).
 
 pub mod parse;
 pub mod prometheus;
@@ -190,7 +191,7 @@ pub struct QuietLevels {
 }
 
 /// What a decision about a quiet bot reads of a scrape: whether it failed, whether the bot
-/// counts as unreachable, which guard levels its values reach (as the guards see them: a silent
+/// counts as unreachable, whether Prometheus has never held a series of it, which guard levels its values reach (as the guards see them: a silent
 /// bot's staleness includes the time it has been silent), and what the bot reports about its
 /// own state (its mode and latched trips; open orders only matter to a deletion, whose every
 /// scrape counts anyway).
@@ -198,6 +199,7 @@ pub struct QuietLevels {
 pub struct Fingerprint {
     failed: bool,
     unreachable: bool,
+    never_held: bool,
     breaches: Vec<(GuardKind, TradingMode)>,
     trading_mode: Option<TradingMode>,
     latched: Vec<(String, TradingMode, i64)>,
@@ -215,6 +217,7 @@ impl Fingerprint {
         Self {
             failed: observation.last_error.is_some(),
             unreachable: view.unreachable_for.is_some(),
+            never_held: observation.unheld && observation.last_ok_at.is_none(),
             breaches,
             trading_mode: sample.and_then(|s| s.trading_mode),
             latched: sample.map(|s| s.latched.clone()).unwrap_or_default(),
@@ -238,7 +241,10 @@ fn asks_for_reconcile(
     let fingerprint = Fingerprint::of(observation, levels, now);
     let unchanged =
         last_sent.is_some_and(|(sent, at)| *sent == fingerprint && now.saturating_duration_since(*at) < REFRESH);
-    (fingerprint.failed || !unchanged).then_some(fingerprint)
+    // A run of failures asks once, when it starts: until the bot turns unreachable or its
+    // staleness reaches another level (both in the fingerprint) a repeated failure changes no
+    // decision.
+    (!unchanged).then_some(fingerprint)
 }
 
 struct Running {
@@ -762,16 +768,27 @@ mod tests {
     }
 
     #[test]
-    fn failures_always_and_quiet_bots_at_least_every_refresh_ask_for_a_reconcile() {
-        let failing = [
-            observation("0", "1", false),
-            observation("0", "1", true),
-            observation("0", "1", true),
-            observation("0", "1", false),
-        ];
+    fn a_run_of_failures_asks_when_it_starts_turns_unreachable_and_ends_and_quiet_bots_every_refresh() {
+        // Scrapes 2 s apart: one success, 17 failures (2 s .. 34 s), a success at 36 s. The bot
+        // counts as unreachable once silent over 30 s (at 32 s), which also takes its staleness
+        // (1 s reported + 32 s silent) over the 30 s level.
+        let mut failing = vec![observation("0", "1", false)];
+        failing.extend((0..17).map(|_| observation("0", "1", true)));
+        failing.push(observation("0", "1", false));
+        let asked_at: Vec<usize> = asked(&loss_levels(), &failing, Duration::from_secs(2))
+            .iter()
+            .enumerate()
+            .filter_map(|(i, asks)| asks.then_some(i * 2))
+            .collect();
+        assert_eq!(asked_at, [0, 2, 32, 36]);
+        // Learning, mid-run, that Prometheus never held a series of the bot changes the reason
+        // its status gives (NoServiceMonitor).
+        let mut never_held = observation("0", "1", true);
+        never_held.unheld = true;
+        let scrapes = [observation("0", "1", true), observation("0", "1", true), never_held];
         assert_eq!(
-            asked(&loss_levels(), &failing, Duration::from_secs(2)),
-            [true, true, true, true]
+            asked(&loss_levels(), &scrapes, Duration::from_secs(2)),
+            [true, false, true]
         );
         let same: Vec<Observation> = (0..5).map(|_| observation("0", "1", false)).collect();
         // 25 s apart: the third is 50 s after the first (no), the fourth 75 s (yes: REFRESH).
