@@ -744,7 +744,7 @@ generation the operator looked at.
 | `Halted` | True | `GuardTripped` | The effective prod mode is Halted and a latched guard trip imposes it (a manual switch may impose it too). |
 | `Halted` | True | `ManualIntent` | The effective prod mode is Halted because of `spec.halted` only. |
 | `Halted` | False | `NotInForce` | The effective prod mode is something else. |
-| `MetricsReachable` | True | `Scraped` | The operator reads the prod pod's `/metrics`. Present only while the prod pod has an IP and runs. |
+| `MetricsReachable` | True | `Scraped` | The operator reads the prod pod's `/metrics`. Present only while the prod pod has an IP and runs. A failed scrape changes the condition only once the bot counts as unreachable: until then it stays as it was (absent for a pod no scrape has reached yet), also across an operator restart. |
 | `MetricsReachable` | False | `ScrapeFailing` | No successful scrape for longer than `spec.metrics.unreachableAfterSeconds`; the bot is treated as having stale market data (its `marketDataStalenessSeconds` levels apply). |
 | `MetricsReachable` | False | `NoServiceMonitor` | As `ScrapeFailing`, with the operator's guard source Prometheus: Prometheus answers but holds no series of the bot's pod (not even a down or old one), none has been read since the pod's observation began, and the bot has no ServiceMonitor (`spec.metrics.serviceMonitor.enabled` is off, or the ServiceMonitor API is missing), so most likely nothing scrapes it. |
 | `ServiceMonitor` | True | `Created` | `spec.metrics.serviceMonitor.enabled` and the `monitoring.coreos.com/v1` ServiceMonitor API exists. Present only when enabled. |

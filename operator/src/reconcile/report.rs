@@ -7,6 +7,7 @@ use super::notice::{Notice, Reason};
 use super::observe::Observed;
 use super::status::{self, Wanted, types};
 use crate::cli::GuardSource;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use tradingbot_crds::mode::ModeSource;
 use tradingbot_crds::status::{Phase, RolloutPhase, RolloutStatus, TradingBotStatus};
 use tradingbot_crds::{Instance, TradingMode};
@@ -205,23 +206,30 @@ fn metrics_reachable(observed: &Observed, decision: &Decision) -> Option<Wanted>
              monitoring.coreos.com API installed, or have Prometheus scrape its metrics Service); treated as \
              stale market data",
         ),
-        Some(_) => Wanted::new(
-            types::METRICS_REACHABLE,
-            false,
-            "ScrapeFailing",
-            // Stable text (no running counters): status is written only when it changes.
-            format!(
-                "no successful scrape since {}; treated as stale market data",
-                observed
-                    .scrapes
-                    .prod
-                    .as_ref()
-                    .and_then(|o| o.last_ok_at)
-                    .map_or_else(|| "scraping started".to_string(), |t| format!("{t:.0}"))
-            ),
-        ),
+        Some(_) => scrape_failing(observed),
+        None if latest_scrape_failed(observed) => return reachability_as_stored(observed),
         None => Wanted::new(types::METRICS_REACHABLE, true, "Scraped", "bot metrics are readable"),
     })
+}
+
+/// `ScrapeFailing`, with a stable text (no running counters: status is written only when it
+/// changes). When no scrape has succeeded since the operator started and the status already said
+/// so, its text (and the time of the last success it names) stays.
+fn scrape_failing(observed: &Observed) -> Wanted {
+    let last_ok_at = observed.scrapes.prod.as_ref().and_then(|o| o.last_ok_at);
+    let stored = stored_reachability(observed).filter(|c| c.status == "False" && c.reason == "ScrapeFailing");
+    let message = match (last_ok_at, stored) {
+        (None, Some(stored)) => stored.message.clone(),
+        (last_ok_at, _) => format!(
+            "no successful scrape since {}; treated as stale market data",
+            last_ok_at.map_or_else(|| "scraping started".to_string(), |t| format!("{t:.0}"))
+        ),
+    };
+    Wanted::new(types::METRICS_REACHABLE, false, "ScrapeFailing", message)
+}
+
+fn latest_scrape_failed(observed: &Observed) -> bool {
+    observed.scrapes.prod.as_ref().is_some_and(|o| o.last_error.is_some())
 }
 
 /// A pod to scrape and no observation of it yet (the operator just started, or its scrapes of
@@ -230,19 +238,26 @@ fn metrics_reachable(observed: &Observed, decision: &Decision) -> Option<Wanted>
 /// every bot after each operator restart and lose when a bot really became unreachable.
 fn reachability_before_the_first_scrape(observed: &Observed) -> Option<Wanted> {
     observed.scrape_target(Instance::Prod)?;
-    let stored = observed
-        .bot
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == types::METRICS_REACHABLE)?;
+    reachability_as_stored(observed)
+}
+
+/// What the status says of the bot's metrics, kept while a failing scrape has not yet made it
+/// unreachable: a failure measures nothing, so it neither claims the metrics readable (a bot
+/// starting up, or one already unreachable before an operator restart, would flip to True and
+/// back, an Event each way) nor unreachable before `unreachableAfterSeconds`.
+fn reachability_as_stored(observed: &Observed) -> Option<Wanted> {
+    let stored = stored_reachability(observed)?;
     Some(Wanted::new(
         types::METRICS_REACHABLE,
         stored.status == "True",
         stored.reason.clone(),
         stored.message.clone(),
     ))
+}
+
+fn stored_reachability(observed: &Observed) -> Option<&Condition> {
+    let status = observed.bot.status.as_ref()?;
+    status.conditions.iter().find(|c| c.type_ == types::METRICS_REACHABLE)
 }
 
 /// Guards read from Prometheus, which answers yet holds no series of this pod and never gave
@@ -562,9 +577,25 @@ mod tests {
         (c.reason.clone(), c.message.clone())
     }
 
+    /// A scrape that failed just now, of a pod no scrape has reached since the operator started
+    /// (under `unreachableAfterSeconds`: not unreachable yet).
+    fn failing_just_now() -> crate::scrape::Observation {
+        let mut o = scrape(0, TradingMode::Normal, 0);
+        (o.since, o.ok_count, o.last_ok, o.last_ok_at) = (Instant::now(), 0, None, None);
+        o.last_error = Some("connection refused".into());
+        o
+    }
+
     #[test]
-    fn before_the_first_scrape_of_a_pod_metrics_reachable_stays_as_stored() {
-        for (status, reason) in [("True", "Scraped"), ("False", "ScrapeFailing")] {
+    fn until_a_scrape_succeeds_or_the_bot_turns_unreachable_metrics_reachable_stays_as_stored() {
+        // No observation yet (the operator has just restarted), or only failures that have not
+        // made the bot unreachable yet: a bot unreachable before the restart must not flip to
+        // True and back, nor a healthy one to False on one failure.
+        let cases = [None, Some(failing_just_now())];
+        for ((status, reason), scrape) in [("True", "Scraped"), ("False", "ScrapeFailing")]
+            .into_iter()
+            .flat_map(|c| cases.iter().map(move |s| (c, s.clone())))
+        {
             let stored_condition = Condition {
                 type_: types::METRICS_REACHABLE.into(),
                 status: status.into(),
@@ -577,11 +608,10 @@ mod tests {
                 conditions: vec![stored_condition.clone()],
                 ..TradingBotStatus::default()
             };
-            // A pod with an address and no observation yet: the operator has just restarted.
             let o = observed(
                 fixtures::bot("btc", guarded_spec(), stored),
                 ours(pod("btc", "bot:v1", true)),
-                None,
+                scrape,
             );
             assert!(o.scrape_target(Instance::Prod).is_some(), "the pod can be scraped");
             let d = decide(&o, &Settings::for_tests(), &mut BotMemory::default());
@@ -622,6 +652,62 @@ mod tests {
                 .conditions
                 .iter()
                 .any(|c| c.type_ == types::METRICS_REACHABLE)
+        );
+        // A new bot whose pod does not answer yet: nothing is claimed either way.
+        let o = observed(
+            fixtures::bot("btc", guarded_spec(), TradingBotStatus::default()),
+            ours(pod("btc", "bot:v1", true)),
+            Some(failing_just_now()),
+        );
+        let d = decide(&o, &Settings::for_tests(), &mut BotMemory::default());
+        let starting = super::report(&o, &d, &Applied::default());
+        assert!(
+            !starting
+                .status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == types::METRICS_REACHABLE),
+            "{:?}",
+            starting.status.conditions
+        );
+    }
+
+    #[test]
+    fn a_bot_unreachable_before_an_operator_restart_keeps_the_time_its_status_names() {
+        let said = "no successful scrape since 2026-12-01T10:00:00Z; treated as stale market data";
+        let stored = TradingBotStatus {
+            conditions: vec![Condition {
+                type_: types::METRICS_REACHABLE.into(),
+                status: "False".into(),
+                reason: "ScrapeFailing".into(),
+                message: said.into(),
+                observed_generation: Some(1),
+                last_transition_time: Time(Timestamp::from_second(fixtures::NOW - 3600).expect("a time")),
+            }],
+            ..TradingBotStatus::default()
+        };
+        let message = |status: TradingBotStatus| {
+            // Unreachable again, with no success since the restart: the time of the last one is
+            // only in the status.
+            let o = observed(
+                fixtures::bot("btc", guarded_spec(), status),
+                ours(pod("btc", "bot:v1", true)),
+                Some(silent(false, false)),
+            );
+            let d = decide(&o, &Settings::for_tests(), &mut BotMemory::default());
+            let c = super::report(&o, &d, &Applied::default())
+                .status
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == types::METRICS_REACHABLE)
+                .expect("a MetricsReachable condition");
+            assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "ScrapeFailing"));
+            c.message
+        };
+        assert_eq!(message(stored), said);
+        assert_eq!(
+            message(TradingBotStatus::default()),
+            "no successful scrape since scraping started; treated as stale market data"
         );
     }
 
