@@ -15,6 +15,7 @@ use crate::cli::Settings;
 use crate::context::BotMemory;
 use crate::fleet::AccountLookup;
 use std::time::Duration;
+use tradingbot_crds::guards::GuardKind;
 use tradingbot_crds::names;
 use tradingbot_crds::status::{RolloutStatus, TradingBotStatus};
 use tradingbot_crds::{Instance, TradingMode};
@@ -140,7 +141,13 @@ pub fn decide(observed: &Observed, settings: &Settings, memory: &mut BotMemory) 
         credentials,
         current_version,
         rollout: plan.as_ref().map(|p| p.rollout.clone()).or_else(|| old.rollout.clone()),
-        recheck_after: plan.as_ref().and_then(|p| p.recheck_after),
+        recheck_after: [
+            plan.as_ref().and_then(|p| p.recheck_after),
+            until_silence_changes(observed),
+        ]
+        .into_iter()
+        .flatten()
+        .min(),
         canary_version,
         children,
         enforcement,
@@ -149,6 +156,19 @@ pub fn decide(observed: &Observed, settings: &Settings, memory: &mut BotMemory) 
         notices,
         trading,
     }
+}
+
+/// When the silence of a failing instance next changes a decision (see
+/// [`trading::until_silence_changes`]): the bot is reconciled again then, whether or not a scrape
+/// round asks (a round only asks when its own view changed, and rounds fall on the deadline).
+fn until_silence_changes(observed: &Observed) -> Option<Duration> {
+    let unreachable_after = Duration::from_secs(u64::from(observed.bot.spec.metrics.unreachable_after_seconds));
+    let staleness = observed.bot.spec.guards.levels(GuardKind::MarketDataStalenessSeconds);
+    [&observed.scrapes.prod, &observed.scrapes.canary]
+        .into_iter()
+        .flatten()
+        .filter_map(|o| trading::until_silence_changes(o, observed.instant, unreachable_after, &staleness))
+        .min()
 }
 
 /// What the guards see of each instance (only fresh scrapes of pods we control count).

@@ -207,7 +207,7 @@ fn metrics_reachable(observed: &Observed, decision: &Decision) -> Option<Wanted>
              stale market data",
         ),
         Some(_) => scrape_failing(observed),
-        None if latest_scrape_failed(observed) => return reachability_as_stored(observed),
+        None if nothing_read_yet(observed) => return reachability_as_stored(observed),
         None => Wanted::new(types::METRICS_REACHABLE, true, "Scraped", "bot metrics are readable"),
     })
 }
@@ -228,8 +228,13 @@ fn scrape_failing(observed: &Observed) -> Wanted {
     Wanted::new(types::METRICS_REACHABLE, false, "ScrapeFailing", message)
 }
 
-fn latest_scrape_failed(observed: &Observed) -> bool {
-    observed.scrapes.prod.as_ref().is_some_and(|o| o.last_error.is_some())
+/// Only failures since scraping began (the operator started, or the bot is new).
+fn nothing_read_yet(observed: &Observed) -> bool {
+    observed
+        .scrapes
+        .prod
+        .as_ref()
+        .is_some_and(|o| o.last_error.is_some() && o.last_ok.is_none())
 }
 
 /// A pod to scrape and no observation of it yet (the operator just started, or its scrapes of
@@ -241,10 +246,11 @@ fn reachability_before_the_first_scrape(observed: &Observed) -> Option<Wanted> {
     reachability_as_stored(observed)
 }
 
-/// What the status says of the bot's metrics, kept while a failing scrape has not yet made it
-/// unreachable: a failure measures nothing, so it neither claims the metrics readable (a bot
-/// starting up, or one already unreachable before an operator restart, would flip to True and
-/// back, an Event each way) nor unreachable before `unreachableAfterSeconds`.
+/// What the status says of the bot's metrics, kept while only failures, not yet long enough to
+/// make it unreachable, were seen since scraping began: a failure measures nothing, so it neither
+/// claims the metrics readable (a bot starting up, or one already unreachable before an operator
+/// restart, would flip to True and back, an Event each way) nor unreachable before
+/// `unreachableAfterSeconds`.
 fn reachability_as_stored(observed: &Observed) -> Option<Wanted> {
     let stored = stored_reachability(observed)?;
     Some(Wanted::new(

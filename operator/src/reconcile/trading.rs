@@ -61,6 +61,39 @@ pub fn view_of(
     }
 }
 
+/// Margin past a silence deadline, so the reconcile that runs then is past it.
+const PAST_THE_DEADLINE: Duration = Duration::from_millis(100);
+
+/// How long until the silence of an instance whose latest scrape failed next changes what the
+/// guards see: when it turns unreachable (silent over `unreachable_after`), then each time its
+/// staleness as the guards see it (reported + whole seconds silent) reaches one of `staleness`'s
+/// levels. None while the latest scrape succeeded, or when no level is left to reach.
+pub fn until_silence_changes(
+    observation: &Observation,
+    now: Instant,
+    unreachable_after: Duration,
+    staleness: &guards::LevelPair,
+) -> Option<Duration> {
+    observation.last_error.as_ref()?;
+    let silent = observation.silent_for(now);
+    if silent <= unreachable_after {
+        return Some(unreachable_after - silent + PAST_THE_DEADLINE);
+    }
+    let reported = observation
+        .sample
+        .as_ref()
+        .and_then(|s| s.staleness_max)
+        .unwrap_or_default();
+    let seen = reported + Decimal::from(silent.as_secs());
+    [staleness.reduce_only_at, staleness.halt_at]
+        .into_iter()
+        .flatten()
+        .filter(|level| seen < *level)
+        .filter_map(|level| u64::try_from((level - reported).ceil()).ok())
+        .map(|seconds| Duration::from_secs(seconds).saturating_sub(silent) + PAST_THE_DEADLINE)
+        .min()
+}
+
 pub struct TradingInputs<'a> {
     pub spec: &'a TradingBotSpec,
     pub status: &'a TradingBotStatus,
@@ -436,6 +469,45 @@ mod tests {
         let out = run(&s, &status, view(dec!(0)), None, &mut streaks);
         assert_eq!(out.mode.mode, TradingMode::Normal);
         assert!(out.notices.iter().any(|n| n.reason == Reason::TripReleased));
+    }
+
+    #[test]
+    fn a_failing_instance_is_rechecked_when_it_turns_unreachable_and_at_each_staleness_level() {
+        let start = Instant::now();
+        let mut failing = Observation {
+            ok_count: 1,
+            since: start,
+            last_attempt: start,
+            last_ok: Some(start),
+            last_ok_at: None,
+            last_error: Some("connection refused".into()),
+            unheld: false,
+            sample: Some(crate::scrape::BotSample {
+                staleness_max: Some(dec!(2.5)),
+                ..Default::default()
+            }),
+            errors_in_window: None,
+        };
+        let levels = guards::LevelPair {
+            reduce_only_at: Some(dec!(40)),
+            halt_at: Some(dec!(120)),
+        };
+        let after = Duration::from_secs(30);
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        let until = |o: &Observation, now| until_silence_changes(o, now, after, &levels);
+        let ms = Duration::from_millis;
+        // Silent 10 s: unreachable after 30 s, just past it.
+        assert_eq!(until(&failing, at(10)), Some(ms(20_100)));
+        // Unreachable at 31 s: 2.5 + 31 is under 40 until silent 38 s; then 118 s for Halted.
+        assert_eq!(until(&failing, at(31)), Some(ms(7_100)));
+        assert_eq!(until(&failing, at(38)), Some(ms(80_100)));
+        assert_eq!(until(&failing, at(118)), None, "every level reached");
+        // No staleness levels: nothing after turning unreachable.
+        let none = guards::LevelPair::default();
+        assert_eq!(until_silence_changes(&failing, at(31), after, &none), None);
+        // A successful latest scrape: its silence is only the scrape interval.
+        failing.last_error = None;
+        assert_eq!(until(&failing, at(10)), None);
     }
 
     #[test]
