@@ -5,6 +5,7 @@
 mod support;
 
 use serde_json::json;
+use std::collections::BTreeSet;
 use std::time::Duration;
 use support::*;
 use test_harness::eventually;
@@ -25,18 +26,46 @@ async fn sigkill_mid_reconcile_converges_without_duplicates() {
     })
     .await;
     let operator = ns.pods("app.kubernetes.io/name=tradingbot-operator")[0].clone();
-    let phases_at_kill = ns.kubectl(&["get", "tb", "-o", "jsonpath={.items[*].status.phase}"]);
-    kill_and_await_restart(&ns, &operator).await;
-    let running_at_kill = phases_at_kill.split_whitespace().filter(|p| *p == "Running").count();
+    let killed = kill_counted(&ns, &operator);
+    let after_kill = test_harness::audit_now();
+    // Nothing writes a TradingBot's status while its operator is down.
+    let phases = ns.kubectl(&[
+        "get",
+        "tb",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name}={.status.phase}{\"\\n\"}{end}",
+    ]);
+    let unconverged: BTreeSet<String> = phases
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(_, phase)| *phase != "Running")
+        .map(|(name, _)| name.to_string())
+        .collect();
     assert!(
-        running_at_kill < bots.len(),
-        "the kill landed before every bot converged: {phases_at_kill:?}"
+        !unconverged.is_empty(),
+        "the kill landed before every bot converged: {phases:?}"
     );
+    killed.restarted(&ns).await;
     for name in &bots {
         wait_running(&ns, name).await;
     }
+    // The restarted process carried on: each bot the kill left unconverged got its status
+    // written after the kill.
+    let carried_on: BTreeSet<String> = test_harness::audited_writes(&operator_user(&ns), &after_kill)
+        .into_iter()
+        .filter(|w| w.resource == "tradingbots" && w.subresource == "status" && w.code < 300)
+        .map(|w| w.name)
+        .collect();
+    assert!(
+        unconverged.is_subset(&carried_on),
+        "status written after the kill for {carried_on:?}, left unconverged {unconverged:?}"
+    );
     let restarts = pod_field(&ns, &operator, "{.status.containerStatuses[0].restartCount}");
-    assert_eq!(restarts, "1", "the operator container was killed once and restarted");
+    assert_eq!(
+        restarts,
+        (killed.restarts_before + 1).to_string(),
+        "the operator container was killed once and restarted once"
+    );
     let creates: Vec<_> = test_harness::audited_writes(&operator_user(&ns), &since)
         .into_iter()
         .filter(|w| w.verb == "create" && w.resource == "pods" && w.code < 300)

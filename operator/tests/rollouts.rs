@@ -321,7 +321,7 @@ async fn an_operator_restart_mid_rollout_resumes_it() {
     let started = ns.tradingbot("resumed")["status"]["rollout"]["startedAt"].clone();
     let canary_uid = pod_field(&ns, "resumed--canary", "{.metadata.uid}");
     let operator = ns.pods("app.kubernetes.io/name=tradingbot-operator")[0].clone();
-    kill_and_await_restart(&ns, &operator).await;
+    let restarts_before = kill_and_await_restart(&ns, &operator).await;
     wait_for_field(&ns, "resumed", "{.status.rollout.phase}", "Promoted", ROLLOUT).await;
     let status = ns.tradingbot("resumed")["status"].clone();
     assert_eq!(
@@ -333,7 +333,8 @@ async fn an_operator_restart_mid_rollout_resumes_it() {
     assert_eq!(seen.iter().filter(|r| *r == "RolloutStarted").count(), 1, "{seen:?}");
     assert_eq!(
         pod_field(&ns, &operator, "{.status.containerStatuses[0].restartCount}"),
-        "1"
+        (restarts_before + 1).to_string(),
+        "the operator was killed once and restarted once"
     );
     assert!(!canary_uid.is_empty());
     wait_for_prod_traders(&exchange, &ns, "resumed", 2).await;

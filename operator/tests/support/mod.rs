@@ -73,23 +73,47 @@ pub fn pod_field(ns: &TestNamespace, pod: &str, jsonpath: &str) -> String {
         .to_string()
 }
 
-/// SIGKILL the first container of `pod` and wait until the kubelet has counted the restart
-/// (restartCount one higher than before the kill), so a test that asserts on the restart never
-/// reads the count before the kubelet noticed the kill.
-pub async fn kill_and_await_restart(ns: &TestNamespace, pod: &str) {
-    let restarts = |ns: &TestNamespace| {
-        pod_field(ns, pod, "{.status.containerStatuses[0].restartCount}")
-            .parse::<u32>()
-            .unwrap_or(0)
-    };
-    let before = restarts(ns);
+/// A container SIGKILLed by [`kill_counted`], with the kubelet's restart count from before.
+pub struct Killed {
+    pod: String,
+    pub restarts_before: u32,
+}
+
+fn restart_count(ns: &TestNamespace, pod: &str) -> u32 {
+    pod_field(ns, pod, "{.status.containerStatuses[0].restartCount}")
+        .parse()
+        .unwrap_or(0)
+}
+
+/// SIGKILL the first container of `pod`, noting its restart count first.
+pub fn kill_counted(ns: &TestNamespace, pod: &str) -> Killed {
+    let restarts_before = restart_count(ns, pod);
     ns.kill_container(pod);
-    let what = format!("the kubelet counting {pod}'s restart");
-    eventually(Duration::from_secs(120), &what, || {
-        let now = restarts(ns);
-        async move { (now > before).then_some(()) }
-    })
-    .await;
+    Killed {
+        pod: pod.to_string(),
+        restarts_before,
+    }
+}
+
+impl Killed {
+    /// Wait until the kubelet has counted the restart (so a test never reads the count before
+    /// the kubelet noticed the kill); the count then.
+    pub async fn restarted(&self, ns: &TestNamespace) -> u32 {
+        let what = format!("the kubelet counting {}'s restart", self.pod);
+        eventually(Duration::from_secs(120), &what, || {
+            let now = restart_count(ns, &self.pod);
+            async move { (now > self.restarts_before).then_some(now) }
+        })
+        .await
+    }
+}
+
+/// SIGKILL the first container of `pod` and wait until the kubelet has counted the restart; the
+/// restart count before the kill.
+pub async fn kill_and_await_restart(ns: &TestNamespace, pod: &str) -> u32 {
+    let killed = kill_counted(ns, pod);
+    killed.restarted(ns).await;
+    killed.restarts_before
 }
 
 /// The operator's service account as the audit log names it.
