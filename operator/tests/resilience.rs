@@ -28,7 +28,9 @@ async fn sigkill_mid_reconcile_converges_without_duplicates() {
     let operator = ns.pods("app.kubernetes.io/name=tradingbot-operator")[0].clone();
     let killed = kill_counted(&ns, &operator);
     let after_kill = test_harness::audit_now();
-    // Nothing writes a TradingBot's status while its operator is down.
+    // Nothing writes a TradingBot's status while its operator is down; a second lets a write the
+    // killed process had sent settle before the phases are read.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let phases = ns.kubectl(&[
         "get",
         "tb",
@@ -46,12 +48,17 @@ async fn sigkill_mid_reconcile_converges_without_duplicates() {
         "the kill landed before every bot converged: {phases:?}"
     );
     killed.restarted(&ns).await;
+    // When the new process started (the kubelet's time, to the second): writes received since then
+    // and since the kill are the restarted process's.
+    let started = pod_field(&ns, &operator, "{.status.containerStatuses[0].state.running.startedAt}");
+    let started = started.replace('Z', ".000000Z");
+    let restarted_at = after_kill.clone().max(started);
     for name in &bots {
         wait_running(&ns, name).await;
     }
     // The restarted process carried on: each bot the kill left unconverged got its status
-    // written after the kill.
-    let carried_on: BTreeSet<String> = test_harness::audited_writes(&operator_user(&ns), &after_kill)
+    // written by it.
+    let carried_on: BTreeSet<String> = test_harness::audited_writes(&operator_user(&ns), &restarted_at)
         .into_iter()
         .filter(|w| w.resource == "tradingbots" && w.subresource == "status" && w.code < 300)
         .map(|w| w.name)

@@ -417,7 +417,8 @@ async fn finish_deletion(observed: &Observed, version: &Version, ctx: &Context) 
 }
 
 fn next_action(decision: &Decision, applied: &Applied, memory: &BotMemory) -> Action {
-    let mut wait = decision.recheck_after.unwrap_or(IDLE_RECHECK);
+    // The idle recheck is the safety net: nothing waits longer (a silence deadline can be a day).
+    let mut wait = decision.recheck_after.unwrap_or(IDLE_RECHECK).min(IDLE_RECHECK);
     let pods = [&applied.pods.prod, &applied.pods.canary];
     if pods
         .iter()

@@ -505,7 +505,8 @@ mod tests {
         // No staleness levels: nothing after turning unreachable.
         let none = guards::LevelPair::default();
         assert_eq!(until_silence_changes(&failing, at(31), after, &none), None);
-        // A successful latest scrape: its silence is only the scrape interval.
+        // A successful latest scrape: a scrape round comes before its silence matters (with
+        // Prometheus, its answer ages into a failure after prometheusMaxAgeSeconds).
         failing.last_error = None;
         assert_eq!(until(&failing, at(10)), None);
     }
