@@ -283,7 +283,7 @@ fn commit() -> String {
         "tests/bench",
     ])
     .unwrap_or_default();
-    let changed: Vec<&str> = changed.lines().map(|l| l.get(3..).unwrap_or(l)).collect();
+    let changed = changed_paths(&changed);
     if changed.is_empty() {
         format!("commit `{head}`")
     } else {
@@ -292,6 +292,16 @@ fn commit() -> String {
             changed.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
         )
     }
+}
+
+/// The paths of `git status --porcelain` lines (`XY path`), also when the output was trimmed and
+/// the first line lost its leading blank (` M a` read as `M a`).
+fn changed_paths(porcelain: &str) -> Vec<&str> {
+    porcelain
+        .lines()
+        .filter_map(|l| l.trim_start().split_once(' '))
+        .map(|(_, path)| path.trim_start())
+        .collect()
 }
 
 /// What a placeholder says when a part of the run failed before measuring it.
@@ -365,6 +375,20 @@ pub fn write_markdown(table: &str, run: &RunLog, some_failed: bool) -> anyhow::R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changed_paths_keep_their_first_letter() {
+        let trimmed = "M operator/src/context.rs\n M operator/src/lib.rs\nMM bot/x.rs\n?? tests/bench/new.rs";
+        assert_eq!(
+            changed_paths(trimmed),
+            [
+                "operator/src/context.rs",
+                "operator/src/lib.rs",
+                "bot/x.rs",
+                "tests/bench/new.rs"
+            ]
+        );
+    }
 
     #[test]
     fn nearest_rank_percentiles() {
