@@ -60,12 +60,7 @@ async fn service_monitors_follow_the_api_being_installed() {
     cluster
         .kubectl_stdin(&["apply", "-f", "-"], SERVICE_MONITOR_CRD)
         .unwrap();
-    cluster.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/servicemonitors.monitoring.coreos.com",
-    ]);
+    cluster.wait_crd_established("crd/servicemonitors.monitoring.coreos.com");
     let monitor = eventually(Duration::from_secs(90), "the ServiceMonitor to be created", || {
         let found = ns
             .kubectl_result(&["get", "servicemonitors", "watched-perps-bot", "-o", "json"])

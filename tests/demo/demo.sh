@@ -72,7 +72,15 @@ render() { "$PYTHON" tests/chart/render.py --name "$RELEASE" --namespace "$OP_NS
 render --only-kind CustomResourceDefinition >"$DEMO_DIR/crd.yaml"
 render --skip-kind CustomResourceDefinition >"$DEMO_DIR/operator.yaml"
 kubectl apply -f "$DEMO_DIR/crd.yaml" >/dev/null
-kubectl wait --for=condition=Established --timeout=60s crd/tradingbots.trading.gpttrader.io >/dev/null
+# Polled, not `kubectl wait --for=condition=Established`: that fails at once on a CRD whose
+# status.conditions the API server has not filled in yet.
+for _ in $(seq 240); do
+  established=$(kubectl get crd/tradingbots.trading.gpttrader.io \
+    -o 'jsonpath={.status.conditions[?(@.type=="Established")].status}' 2>/dev/null || true)
+  [ "$established" = True ] && break
+  sleep 0.25
+done
+[ "$established" = True ] || { echo "the TradingBot CRD was not Established within 60 s" >&2; exit 1; }
 kubectl apply -f "$DEMO_DIR/operator.yaml" >/dev/null
 kubectl -n "$OP_NS" rollout status "deployment/$RELEASE" --timeout=180s
 

@@ -247,7 +247,33 @@ impl Cluster {
             attempt += 1;
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
-        self.kubectl(&["wait", "--for=condition=Established", "--timeout=60s", crd]);
+        self.wait_crd_established(crd);
+    }
+
+    /// Wait (up to 60 s) until the CRD `crd` (`crd/<name>`) reports `Established=True`.
+    ///
+    /// Not `kubectl wait --for=condition=Established`: on a CRD the API server has only just
+    /// created, `.status.conditions` is still null, and kubectl then fails at once
+    /// (`.status.conditions accessor error: <nil> is of the type <nil>`) instead of waiting.
+    pub fn wait_crd_established(&self, crd: &str) {
+        let established = [
+            "get",
+            crd,
+            "-o",
+            r#"jsonpath={.status.conditions[?(@.type=="Established")].status}"#,
+        ];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let answer = self.kubectl_result(&established);
+            if matches!(&answer, Ok(status) if status.trim() == "True") {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{crd} was not Established within 60 s; last answer: {answer:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
     }
 
     /// When the CRD is being deleted, wait for the deletion to finish. TradingBots keep it
