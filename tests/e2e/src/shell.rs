@@ -167,9 +167,10 @@ impl Shell {
         self.run(command).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Run `command` until its output satisfies `accept`. A run that fails (exits non-zero)
-    /// fails at once: only the output may be not yet what is wanted. Panics after `timeout` with
-    /// the last output.
+    /// Run `command` until it succeeds with output that satisfies `accept`. A failed run is
+    /// tried again too, as a user would: the documented reads go through the API server's
+    /// proxy to a pod, which answers 503 while the pod is briefly not ready. Panics after
+    /// `timeout` with the last output or failure.
     pub async fn sh_until(
         &self,
         command: &str,
@@ -179,12 +180,13 @@ impl Shell {
     ) -> String {
         let deadline = Instant::now() + timeout;
         loop {
-            let output = self.sh(command);
-            if accept(&output) {
-                return output;
-            }
+            let last = match self.run(command) {
+                Ok(output) if accept(&output) => return output,
+                Ok(output) => format!("printed:\n{output}"),
+                Err(failed) => format!("failed: {failed}"),
+            };
             if Instant::now() > deadline {
-                panic!("timed out after {timeout:?} waiting for {what}; `{command}` last printed:\n{output}");
+                panic!("timed out after {timeout:?} waiting for {what}; `{command}` last {last}");
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
