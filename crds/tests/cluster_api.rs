@@ -39,9 +39,10 @@ fn with(path: &str, value: Value) -> Value {
 #[test]
 fn crd_installs_examples_apply_and_printer_columns_show() {
     let cluster = cluster();
-    cluster.install_crd();
     let runtime = tokio::runtime::Runtime::new().unwrap();
+    // The namespace first: while a test namespace is active, `make demo-down` keeps the CRD.
     let ns = runtime.block_on(cluster.namespace("crd-examples"));
+    cluster.install_crd();
     let examples = test_harness::root().join("docs/examples");
     let mut names = Vec::new();
     for entry in std::fs::read_dir(&examples).unwrap() {
@@ -82,9 +83,10 @@ fn crd_installs_examples_apply_and_printer_columns_show() {
 #[test]
 fn invalid_specs_are_refused_by_the_api_server_naming_the_field() {
     let cluster = cluster();
-    cluster.install_crd();
     let runtime = tokio::runtime::Runtime::new().unwrap();
+    // The namespace first: while a test namespace is active, `make demo-down` keeps the CRD.
     let ns = runtime.block_on(cluster.namespace("crd-invalid"));
+    cluster.install_crd();
     let cases: Vec<(&str, Value, &str)> = vec![
         ("spec.profile", json!("yolo"), "spec.profile"),
         ("spec.profile", Value::Null, "spec.profile"),

@@ -83,9 +83,10 @@ async fn operator_metric(ns: &TestNamespace, name: &str, filter: &str) -> Option
 async fn guards_trip_from_prometheus_and_a_silent_prometheus_means_unreachable_metrics() {
     let exchange = PodExchange::start().await;
     let cluster = test_harness::cluster();
+    // The namespace first: it keeps `make demo-down` from removing the CRD (support/mod.rs).
+    let ns = cluster.namespace("op-promsrc").await;
     cluster.install_crd();
     cluster.require_images();
-    let ns = cluster.namespace("op-promsrc").await;
     // On every address (the pod bridge may not exist yet); pods reach it at their gateway.
     let port = free_port();
     let listen = format!("{}:{port}", test_harness::host_from_pods());

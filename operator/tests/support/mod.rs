@@ -124,9 +124,11 @@ pub fn operator_user(ns: &TestNamespace) -> String {
 /// Set up a namespace with the CRD, the images and an operator watching it.
 pub async fn namespace_with_operator(prefix: &str, values: Value) -> TestNamespace {
     let cluster = test_harness::cluster();
+    // The namespace first: while a test namespace is active, `make demo-down` (run by the docs
+    // test in the other lane) keeps the CRD.
+    let ns = cluster.namespace(prefix).await;
     cluster.install_crd();
     cluster.require_images();
-    let ns = cluster.namespace(prefix).await;
     ns.deploy_operator(values);
     ns
 }

@@ -77,9 +77,10 @@ impl Flow {
     /// credentials Secret per key, and the operator from the chart (`operator_values` merged).
     pub async fn start(prefix: &str, keys: Option<KeyPlan<'_>>, operator_values: Value) -> Flow {
         let cluster = test_harness::cluster();
+        // The namespace first: while a test namespace is active, `make demo-down` keeps the CRD.
+        let ns = cluster.namespace(prefix).await;
         cluster.install_crd();
         cluster.require_images();
-        let ns = cluster.namespace(prefix).await;
         let scratch = tempfile_dir::Dir::new(&format!("e2e-{prefix}"));
         let mut flow = Flow {
             shell: Shell::new(ns.cluster()),
