@@ -78,7 +78,8 @@ async fn wait_for_mode(ns: &TestNamespace, bot: &str, mode: &str) {
     wait_for_field(ns, bot, "{.status.mode}", mode, QUICK).await;
 }
 
-#[tokio::test]
+// Multi-threaded: the simulator serves the bots from this process while a step blocks on kubectl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_bots_over_their_accounts_level_are_all_restricted_and_a_stranger_is_not() {
     let exchange = PodExchange::start().await;
     let ns = namespace_with_operator("acct-sum", exchange.operator_values()).await;
@@ -168,13 +169,10 @@ async fn three_bots_over_their_accounts_level_are_all_restricted_and_a_stranger_
         "Normal",
         "another account's bot is untouched"
     );
-    assert!(
-        ns.events_for("shared")
-            .iter()
-            .any(|(kind, reason, _)| kind == "Warning" && reason == "LimitTripped"),
-        "{:?}",
-        ns.events_for("shared")
-    );
+    ns.wait_for_event("shared", "Warning LimitTripped", |(kind, reason, _)| {
+        kind == "Warning" && reason == "LimitTripped"
+    })
+    .await;
 
     // The account's own brake halts every bot on it, and still not the stranger.
     ns.kubectl(&[
@@ -193,7 +191,8 @@ async fn three_bots_over_their_accounts_level_are_all_restricted_and_a_stranger_
     assert_eq!(ns.tradingbot("stranger")["status"]["mode"], "Normal");
 }
 
-#[tokio::test]
+// Multi-threaded: the simulator serves the bots from this process while a step blocks on kubectl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_restart_mid_trip_loses_nothing_and_an_ack_releases_the_bots() {
     let exchange = PodExchange::start().await;
     let ns = namespace_with_operator("acct-restart", exchange.operator_values()).await;
@@ -250,14 +249,14 @@ async fn an_operator_restart_mid_trip_loses_nothing_and_an_ack_releases_the_bots
     .await;
     wait_for_mode(&ns, "ra", "Normal").await;
     wait_for_metric(&ns, "ra", "perps_bot_trading_mode", 0.0, QUICK).await;
-    assert!(
-        ns.events_for("main")
-            .iter()
-            .any(|(_, reason, _)| reason == "TripAcknowledged")
-    );
+    ns.wait_for_event("main", "TripAcknowledged", |(_, reason, _)| {
+        reason == "TripAcknowledged"
+    })
+    .await;
 }
 
-#[tokio::test]
+// Multi-threaded: the simulator serves the bots from this process while a step blocks on kubectl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bot_never_trades_without_its_accounts_limits() {
     let exchange = PodExchange::start().await;
     let ns = namespace_with_operator("acct-missing", exchange.operator_values()).await;

@@ -106,7 +106,8 @@ fn assert_nothing_lost(statuses: &[Value], released_by_ack: &BTreeSet<String>) {
     );
 }
 
-#[tokio::test]
+// Multi-threaded: the simulator serves the bots from this process while a step blocks on kubectl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_killed_at_random_points_loses_no_trip_ack_or_version() {
     let exchange = PodExchange::start().await;
     let ns = namespace_with_operator("durable", exchange.operator_values()).await;
@@ -162,16 +163,21 @@ async fn the_operator_killed_at_random_points_loses_no_trip_ack_or_version() {
 
     assert!(kills >= 3, "the operator was killed only {kills} times");
     assert!(!latched.is_empty(), "a trip was latched");
-    let events = ns.events_for("durable");
-    let released: BTreeSet<String> = events
-        .iter()
-        .filter(|(_, reason, _)| reason == "TripAcknowledged")
-        .filter_map(|(_, _, note)| note.split_whitespace().nth(1).map(str::to_string))
-        .collect();
-    assert!(
-        latched.is_subset(&released),
-        "{latched:?} not all acknowledged: {released:?}"
-    );
+    let acknowledged = |events: &[(String, String, String)]| -> BTreeSet<String> {
+        events
+            .iter()
+            .filter(|(_, reason, _)| reason == "TripAcknowledged")
+            .filter_map(|(_, _, note)| note.split_whitespace().nth(1).map(str::to_string))
+            .collect()
+    };
+    let events = ns
+        .wait_for_events(
+            "durable",
+            &format!("TripAcknowledged for each of {latched:?}"),
+            |events| latched.is_subset(&acknowledged(events)),
+        )
+        .await;
+    let released = acknowledged(&events);
     let statuses = statuses.lock().unwrap().clone();
     assert!(statuses.len() > 10, "the recorder saw {} statuses", statuses.len());
     assert_nothing_lost(&statuses, &released);
@@ -287,11 +293,18 @@ async fn an_operator_side_change_restarts_the_fleet_one_bot_at_a_time() {
         worst, 1,
         "at most one bot at a time was down (and one was: the watch saw it)"
     );
-    let deferred = bots
-        .iter()
-        .flat_map(|b| ns.events_for(b))
-        .filter(|(_, _, note)| note.contains("rolled across the fleet"))
-        .count();
+    let mut deferred = 0;
+    for bot in bots {
+        let events = ns
+            .wait_for_event(bot, "a restart rolled across the fleet", |(_, _, note)| {
+                note.contains("rolled across the fleet")
+            })
+            .await;
+        deferred += events
+            .iter()
+            .filter(|(_, _, note)| note.contains("rolled across the fleet"))
+            .count();
+    }
     assert_eq!(deferred, bots.len(), "each restart was an operator-side one");
 }
 

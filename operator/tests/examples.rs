@@ -10,7 +10,8 @@ use support::sim::PodExchange;
 use support::*;
 use test_harness::eventually;
 
-#[tokio::test]
+// Multi-threaded: the simulator serves the bots from this process while a step blocks on kubectl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_example_runs_and_serves_metrics_through_its_service() {
     let exchange = PodExchange::start().await;
     let ns = namespace_with_operator("op-examples", exchange.operator_values()).await;
@@ -74,7 +75,8 @@ async fn every_example_runs_and_serves_metrics_through_its_service() {
     assert_eq!(table.lines().filter(|l| l.contains("Running")).count(), 5, "{table}");
 }
 
-#[tokio::test]
+// Multi-threaded: the simulator serves the bots from this process while a step blocks on kubectl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shared_account_example_runs_both_bots_on_its_credentials() {
     let exchange = PodExchange::start().await;
     let ns = namespace_with_operator("op-account-example", exchange.operator_values()).await;

@@ -34,7 +34,8 @@ fn labelled(text: &str, name: &str, label: &str) -> f64 {
 const CONFIG: &str = "short_window: 2\nlong_window: 3\nepsilon_bps: 0\nconfirmation_bars: 0\n\
                       order_style: limit\nlimit_offset_bps: -80\ntif: GTC\n";
 
-#[tokio::test]
+// Multi-threaded: the simulator serves the bots from this process while a step blocks on kubectl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skewed_clocks_a_zombie_and_a_replacement_never_trade_at_once() {
     let exchange = PodExchange::start().await;
     let ns = namespace_with_operator("fence", exchange.operator_values()).await;

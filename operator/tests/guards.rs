@@ -89,7 +89,8 @@ async fn assert_owns_one_btc(ns: &TestNamespace, bot: &str) {
     );
 }
 
-#[tokio::test]
+// Multi-threaded: the simulator serves the bots from this process while a step blocks on kubectl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loss_trips_reduce_only_then_halted_and_an_ack_needs_recovery() {
     let exchange = PodExchange::start().await;
     let ns = namespace_with_operator("op-loss", exchange.operator_values()).await;
@@ -128,11 +129,10 @@ async fn loss_trips_reduce_only_then_halted_and_an_ack_needs_recovery() {
     assert_eq!(trip["guard"], "dailyLoss");
     assert_eq!(trip["threshold"], reduce_at.normalize().to_string());
     assert!(trip["value"].as_str().unwrap().parse::<Decimal>().unwrap() >= reduce_at);
-    assert!(
-        ns.events_for("lossy")
-            .iter()
-            .any(|(kind, reason, note)| kind == "Warning" && reason == "GuardTripped" && note.contains("dailyLoss"))
-    );
+    ns.wait_for_event("lossy", "Warning GuardTripped of dailyLoss", |(kind, reason, note)| {
+        kind == "Warning" && reason == "GuardTripped" && note.contains("dailyLoss")
+    })
+    .await;
 
     exchange.shock("BTC-USD", -8);
     wait_for_field(&ns, "lossy", "{.status.mode}", "Halted", QUICK).await;
@@ -154,11 +154,10 @@ async fn loss_trips_reduce_only_then_halted_and_an_ack_needs_recovery() {
     ]);
     wait_for_field(&ns, "lossy", "{.status.lastAck.result}", "Refused", QUICK).await;
     assert_eq!(ns.tradingbot("lossy")["status"]["mode"], "Halted");
-    assert!(
-        ns.events_for("lossy")
-            .iter()
-            .any(|(kind, reason, _)| kind == "Warning" && reason == "AckRefused")
-    );
+    ns.wait_for_event("lossy", "Warning AckRefused", |(kind, reason, _)| {
+        kind == "Warning" && reason == "AckRefused"
+    })
+    .await;
 
     // The price recovers; now the same trips can be acknowledged.
     exchange.shock("BTC-USD", 25);
@@ -176,14 +175,14 @@ async fn loss_trips_reduce_only_then_halted_and_an_ack_needs_recovery() {
     ]);
     wait_for_field(&ns, "lossy", "{.status.mode}", "Normal", QUICK).await;
     wait_for_metric(&ns, "lossy", "perps_bot_trading_mode", 0.0, QUICK).await;
-    let reasons: Vec<String> = ns.events_for("lossy").into_iter().map(|(_, r, _)| r).collect();
-    assert!(
-        reasons.iter().filter(|r| *r == "TripAcknowledged").count() >= 2,
-        "{reasons:?}"
-    );
+    ns.wait_for_events("lossy", "two TripAcknowledged", |events| {
+        events.iter().filter(|(_, r, _)| r == "TripAcknowledged").count() >= 2
+    })
+    .await;
 }
 
-#[tokio::test]
+// Multi-threaded: the simulator serves the bots from this process while a step blocks on kubectl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_market_data_and_unreachable_metrics_trip_the_staleness_guard() {
     let exchange = PodExchange::start().await;
     let ns = namespace_with_operator("op-stale", exchange.operator_values()).await;
@@ -237,19 +236,19 @@ async fn frozen_market_data_and_unreachable_metrics_trip_the_staleness_guard() {
     )
     .await;
     wait_for_field(&ns, "stale", "{.status.mode}", "ReduceOnly", QUICK).await;
-    let events = ns.events_for("stale");
-    assert!(
-        events
-            .iter()
-            .any(|(kind, reason, _)| kind == "Warning" && reason == "MetricsUnreachable"),
-        "{events:?}"
-    );
-    assert!(
-        events
-            .iter()
-            .any(|(_, reason, note)| reason == "GuardTripped" && note.contains("metrics unreachable")),
-        "{events:?}"
-    );
+    ns.wait_for_events(
+        "stale",
+        "Warning MetricsUnreachable and a GuardTripped naming it",
+        |events| {
+            events
+                .iter()
+                .any(|(kind, reason, _)| kind == "Warning" && reason == "MetricsUnreachable")
+                && events
+                    .iter()
+                    .any(|(_, reason, note)| reason == "GuardTripped" && note.contains("metrics unreachable"))
+        },
+    )
+    .await;
     drop(blocked);
     wait_for_field(
         &ns,
@@ -264,7 +263,8 @@ async fn frozen_market_data_and_unreachable_metrics_trip_the_staleness_guard() {
     assert_eq!(metric(&text, "perps_bot_trading_mode"), Some(1.0));
 }
 
-#[tokio::test]
+// Multi-threaded: the simulator serves the bots from this process while a step blocks on kubectl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bot_with_its_own_guards_disabled_is_still_stopped_by_the_operator() {
     let exchange = PodExchange::start().await;
     let ns = namespace_with_operator("op-blind", exchange.operator_values()).await;

@@ -126,15 +126,10 @@ async fn mode_patches_reach_the_running_bot_without_a_restart() {
         restarts,
         "no restart"
     );
-    let reasons: Vec<String> = ns
-        .events_for("modal")
-        .into_iter()
-        .map(|(_, reason, _)| reason)
-        .collect();
-    assert!(
-        reasons.iter().filter(|r| *r == "ModeChanged").count() >= 3,
-        "{reasons:?}"
-    );
+    ns.wait_for_events("modal", "three ModeChanged", |events| {
+        events.iter().filter(|(_, r, _)| r == "ModeChanged").count() >= 3
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -252,13 +247,12 @@ async fn a_new_version_replaces_the_pod_without_two_ever_ready() {
         ready >= 3,
         "the watch saw {ready} pods Ready: the old, the v2 and the SOL-USD one"
     );
-    let events = ns.events_for("single");
-    assert!(
-        events
-            .iter()
-            .any(|(_, reason, note)| reason == "PodStopping" && note.contains("perps-bot:dev -> perps-bot:v2")),
-        "{events:?}"
-    );
+    ns.wait_for_event(
+        "single",
+        "PodStopping for perps-bot:dev -> perps-bot:v2",
+        |(_, reason, note)| reason == "PodStopping" && note.contains("perps-bot:dev -> perps-bot:v2"),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -282,7 +276,13 @@ async fn deleting_a_tradingbot_halts_the_bot_then_removes_every_child() {
         async move { (left.trim().is_empty() && tb_gone).then_some(()) }
     })
     .await;
-    let events = ns.events_for("doomed");
+    let events = ns
+        .wait_for_events("doomed", "Halting and Removed", |events| {
+            ["Halting", "Removed"]
+                .iter()
+                .all(|wanted| events.iter().any(|(_, r, _)| r == wanted))
+        })
+        .await;
     let reasons: Vec<&str> = events.iter().map(|(_, r, _)| r.as_str()).collect();
     let halting = reasons.iter().position(|r| *r == "Halting").expect("a Halting event");
     let removed = reasons.iter().position(|r| *r == "Removed").expect("a Removed event");
@@ -317,13 +317,12 @@ async fn invalid_specs_are_degraded_without_crash_loops() {
             (Some("True"), Some("InvalidSpec"))
         );
         assert!(degraded["message"].as_str().unwrap().contains(text), "{degraded}");
-        let events = ns.events_for(name);
-        assert!(
-            events
-                .iter()
-                .any(|(kind, r, note)| kind == "Warning" && r == "InvalidSpec" && note.contains(text)),
-            "{events:?}"
-        );
+        ns.wait_for_event(
+            name,
+            &format!("Warning InvalidSpec naming {text:?}"),
+            |(kind, r, note)| kind == "Warning" && r == "InvalidSpec" && note.contains(text),
+        )
+        .await;
         assert!(
             ns.kubectl_result(&["get", "pod", name]).is_err(),
             "no pod for an invalid spec"
@@ -399,13 +398,13 @@ async fn missing_or_malformed_credentials_are_reported_from_the_bot_pod() {
         );
         let status = ns.tradingbot(name)["status"].clone();
         assert_eq!(status["phase"], "Degraded");
-        let events = ns.events_for(name);
-        assert!(
-            events.iter().any(|(kind, reason, note)| kind == "Warning"
-                && reason == "CredentialsRejected"
-                && note.contains(secret)),
-            "{events:?}"
-        );
+        let events = ns
+            .wait_for_event(
+                name,
+                &format!("Warning CredentialsRejected naming {secret}"),
+                |(kind, reason, note)| kind == "Warning" && reason == "CredentialsRejected" && note.contains(secret),
+            )
+            .await;
         assert!(!serde_json::to_string(&events).unwrap().contains("SECRETSAUCE"));
     }
     // `kubectl auth can-i` exits 0 only for "yes".

@@ -114,8 +114,7 @@ async fn an_analysed_canary_is_promoted_baked_and_recorded() {
         "{record}"
     );
     assert_eq!(record["previousVersion"], "perps-bot:dev");
-    let reasons: Vec<String> = ns.events_for("analysed").into_iter().map(|(_, r, _)| r).collect();
-    for reason in [
+    let steps = [
         "RolloutStarted",
         "CanaryReady",
         "AnalysisPassed",
@@ -123,9 +122,11 @@ async fn an_analysed_canary_is_promoted_baked_and_recorded() {
         "Promoting",
         "Baking",
         "RolloutPromoted",
-    ] {
-        assert!(reasons.iter().any(|r| r == reason), "no {reason} event in {reasons:?}");
-    }
+    ];
+    ns.wait_for_events("analysed", &format!("each of {steps:?}"), |events| {
+        steps.iter().all(|step| events.iter().any(|(_, r, _)| r == step))
+    })
+    .await;
     let kinds = history_kinds(&status);
     assert!(
         kinds.contains(&"RolloutStarted".into()) && kinds.contains(&"RolloutPromoted".into()),
@@ -189,11 +190,10 @@ async fn a_guard_trip_during_the_bake_rolls_prod_back_stop_then_start() {
     );
     let reason = record["reason"].as_str().unwrap();
     assert!(reason.contains("guard trip of prod during the bake"), "{reason}");
-    assert!(
-        ns.events_for("baked")
-            .iter()
-            .any(|(kind, r, _)| kind == "Warning" && r == "RollingBack")
-    );
+    ns.wait_for_event("baked", "Warning RollingBack", |(kind, r, _)| {
+        kind == "Warning" && r == "RollingBack"
+    })
+    .await;
     assert!(history_kinds(&status).contains(&"RolledBack".to_string()));
     // The trip is acknowledged; the rolled back version is not retried.
     acknowledge_all(&ns, "baked").await;
@@ -312,17 +312,14 @@ async fn a_failing_analysis_aborts_and_an_inconclusive_one_pauses() {
         "{status}"
     );
     assert!(history_kinds(&status).iter().any(|k| k == "RolloutPaused"), "{status}");
-    let events = ns.events_for("vague");
-    assert!(
-        events.iter().any(|(_, reason, _)| reason == "AnalysisInconclusive"),
-        "{events:?}"
-    );
-    assert!(
-        ns.events_for("failing")
-            .iter()
-            .any(|(_, reason, _)| reason == "RolloutAborted"),
-        "the abort is an Event"
-    );
+    ns.wait_for_event("vague", "AnalysisInconclusive", |(_, reason, _)| {
+        reason == "AnalysisInconclusive"
+    })
+    .await;
+    ns.wait_for_event("failing", "RolloutAborted (the abort is an Event)", |(_, reason, _)| {
+        reason == "RolloutAborted"
+    })
+    .await;
 
     // Both prods untouched, and still trading the old version: orders after the verdicts.
     for (bot, uid) in ["failing", "vague"].iter().zip(&prods) {

@@ -126,8 +126,14 @@ async fn two_replicas_one_leader_and_hand_over() {
             .filter(|l| !l.is_empty())
             .collect::<std::collections::BTreeSet<_>>()
     };
+    // Events follow the status write they belong to: wait for the first one.
+    let acted = eventually(Duration::from_secs(30), "an Event about led", || {
+        let seen = reporters();
+        async move { (!seen.is_empty()).then_some(seen) }
+    })
+    .await;
     assert_eq!(
-        reporters().into_iter().collect::<Vec<_>>(),
+        acted.into_iter().collect::<Vec<_>>(),
         vec![first.clone()],
         "only the leader acted"
     );
@@ -150,5 +156,13 @@ async fn two_replicas_one_leader_and_hand_over() {
         r#"{"spec":{"reduceOnly":true}}"#,
     ]);
     wait_for_field(&ns, "led", "{.status.mode}", "ReduceOnly", Duration::from_secs(60)).await;
-    assert!(reporters().contains(&second), "the new leader reconciles");
+    eventually(
+        Duration::from_secs(30),
+        "an Event about led from the new leader",
+        || {
+            let acted = reporters().contains(&second);
+            async move { acted.then_some(()) }
+        },
+    )
+    .await;
 }

@@ -137,7 +137,8 @@ fn assert_prod_instances_never_overlapped(exchange: &PodExchange, ns: &TestNames
     eprintln!("prod processes that traded, with their order-log spans: {spans:?}");
 }
 
-#[tokio::test]
+// Multi-threaded: the simulator serves the bots from this process while a step blocks on kubectl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_canary_is_promoted_automatically() {
     let (exchange, ns, _mover) = setup("ro-auto", "roll", spec("Auto", 8), Scrapes::Quiet).await;
     let old_uid = pod_field(&ns, "roll", "{.metadata.uid}");
@@ -200,7 +201,8 @@ async fn a_healthy_canary_is_promoted_automatically() {
     assert_prod_instances_never_overlapped(&exchange, &ns, "roll", 2);
 }
 
-#[tokio::test]
+// Multi-threaded: the simulator serves the bots from this process while a step blocks on kubectl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_promotion_waits_for_a_git_commit_of_approved_version() {
     let (exchange, ns, _mover) = setup("ro-manual", "gated", spec("Manual", 5), Scrapes::Quiet).await;
     ns.kubectl(&[
@@ -250,7 +252,8 @@ async fn manual_promotion_waits_for_a_git_commit_of_approved_version() {
     assert_prod_instances_never_overlapped(&exchange, &ns, "gated", 2);
 }
 
-#[tokio::test]
+// Multi-threaded: the simulator serves the bots from this process while a step blocks on kubectl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_canary_aborts_and_prod_keeps_its_version() {
     let (exchange, ns, _mover) = setup("ro-abort", "steady", spec("Auto", 5), Scrapes::EveryReconciles).await;
     let prod_uid = pod_field(&ns, "steady", "{.metadata.uid}");
@@ -274,11 +277,10 @@ async fn a_failing_canary_aborts_and_prod_keeps_its_version() {
     assert_eq!(status["currentVersion"], "perps-bot:dev");
     assert!(status["canaryVersion"].is_null());
     assert_eq!(status["mode"], "Normal", "the canary's trip does not restrict prod");
-    assert!(
-        ns.events_for("steady")
-            .iter()
-            .any(|(kind, reason, _)| kind == "Warning" && reason == "RolloutAborted")
-    );
+    ns.wait_for_event("steady", "Warning RolloutAborted", |(kind, reason, _)| {
+        kind == "Warning" && reason == "RolloutAborted"
+    })
+    .await;
     eventually(Duration::from_secs(60), "the canary removed", || {
         let gone = ns.kubectl_result(&["get", "pod", "steady--canary"]).is_err();
         async move { gone.then_some(()) }
@@ -305,7 +307,8 @@ async fn a_failing_canary_aborts_and_prod_keeps_its_version() {
     assert_prod_instances_never_overlapped(&exchange, &ns, "steady", 1);
 }
 
-#[tokio::test]
+// Multi-threaded: the simulator serves the bots from this process while a step blocks on kubectl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_restart_mid_rollout_resumes_it() {
     let (exchange, ns, _mover) = setup("ro-restart", "resumed", spec("Auto", 25), Scrapes::Quiet).await;
     ns.kubectl(&[

@@ -48,7 +48,8 @@ async fn time_to_halt(exchange: &PodExchange, ns: &TestNamespace, bot: &str) -> 
     halted_after
 }
 
-#[tokio::test]
+// Multi-threaded: the simulator serves the bots from this process while a step blocks on kubectl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_canary_write_never_delays_a_guard_trip() {
     let exchange = PodExchange::start().await;
     let ns = namespace_with_operator("safe-quota", exchange.operator_values()).await;
@@ -107,15 +108,14 @@ async fn a_refused_canary_write_never_delays_a_guard_trip() {
         "the condition names the child and the API's message: {refused}"
     );
     assert_eq!(refused["reason"], "WriteFailed");
-    assert!(
-        ns.events_for("guarded")
-            .iter()
-            .any(|(kind, reason, note)| kind == "Warning"
-                && reason == "ChildWriteFailed"
-                && note.contains("guarded--canary-config")),
-        "{:?}",
-        ns.events_for("guarded")
-    );
+    ns.wait_for_event(
+        "guarded",
+        "Warning ChildWriteFailed naming guarded--canary-config",
+        |(kind, reason, note)| {
+            kind == "Warning" && reason == "ChildWriteFailed" && note.contains("guarded--canary-config")
+        },
+    )
+    .await;
     assert_eq!(ns.tradingbot("guarded")["status"]["rollout"]["phase"], "CanaryStarting");
 
     // The same guard trip, while every pass of the reconcile meets the refused writes.
@@ -161,7 +161,8 @@ fn refuse_status_writes(ns: &TestNamespace, original: &Value, refuse: bool) {
     ns.apply(&role.to_string()).expect("the operator's Role replaced");
 }
 
-#[tokio::test]
+// Multi-threaded: the simulator serves the bots from this process while a step blocks on kubectl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_status_write_keeps_every_scrape_of_a_quiet_bot_asking() {
     let exchange = PodExchange::start().await;
     // Quiet scrapes are the default: an idle bot's unchanged scrapes ask for no reconcile.
@@ -266,7 +267,8 @@ fn instance_children(base: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-#[tokio::test]
+// Multi-threaded: the simulator serves the bots from this process while a step blocks on kubectl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bots_whose_names_once_collided_never_touch_each_other() {
     let exchange = PodExchange::start().await;
     let ns = namespace_with_operator("safe-names", exchange.operator_values()).await;
@@ -361,13 +363,12 @@ async fn an_object_of_another_owner_is_reported_and_left_alone() {
             .contains("ConfigMap taken-config"),
         "{stolen}"
     );
-    assert!(
-        ns.events_for("taken")
-            .iter()
-            .any(|(kind, reason, note)| kind == "Warning"
-                && reason == "ChildOwnedByOther"
-                && note.contains("taken-config"))
-    );
+    ns.wait_for_event(
+        "taken",
+        "Warning ChildOwnedByOther naming taken-config",
+        |(kind, reason, note)| kind == "Warning" && reason == "ChildOwnedByOther" && note.contains("taken-config"),
+    )
+    .await;
     // Untouched: same object, same data, no owner added; and no pod started on a config it
     // does not control.
     let cm = ns.kubectl(&["get", "configmap", "taken-config", "-o", "json"]);

@@ -51,11 +51,10 @@ async fn service_monitors_follow_the_api_being_installed() {
         Duration::from_secs(30),
     )
     .await;
-    assert!(
-        ns.events_for("watched")
-            .iter()
-            .any(|(kind, reason, _)| kind == "Warning" && reason == "ServiceMonitorAPIMissing")
-    );
+    ns.wait_for_event("watched", "Warning ServiceMonitorAPIMissing", |(kind, reason, _)| {
+        kind == "Warning" && reason == "ServiceMonitorAPIMissing"
+    })
+    .await;
 
     cluster
         .kubectl_stdin(&["apply", "-f", "-"], SERVICE_MONITOR_CRD)
@@ -111,5 +110,13 @@ async fn service_monitors_follow_the_api_being_installed() {
     })
     .await;
     drop(ns);
-    let _ = cluster.kubectl_result(&["delete", "crd", "servicemonitors.monitoring.coreos.com", "--wait=false"]);
+    // Waited for: the chart suite after the lanes dry-runs ServiceMonitors whenever the API is
+    // listed, and a CRD still being deleted is listed but refuses them.
+    let _ = cluster.kubectl_result(&[
+        "delete",
+        "crd",
+        "servicemonitors.monitoring.coreos.com",
+        "--wait=true",
+        "--timeout=120s",
+    ]);
 }

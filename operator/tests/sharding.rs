@@ -102,6 +102,20 @@ fn reporters_of(ns: &TestNamespace, bot: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Wait (up to 30 s) until `who` is among the operator pods that published Events about `bot`;
+/// all of them then. Events follow the status write of their reconcile, so they are waited for.
+async fn reporters_including(ns: &TestNamespace, bot: &str, who: &str) -> BTreeSet<String> {
+    eventually(
+        Duration::from_secs(30),
+        &format!("an Event about {bot} from {who}"),
+        || {
+            let seen = reporters_of(ns, bot);
+            async move { seen.contains(who).then_some(seen) }
+        },
+    )
+    .await
+}
+
 fn lease_holder(ns: &TestNamespace, shard: u32) -> String {
     let lease = format!("lease/tradingbot-operator-leader-shard-{shard}");
     ns.kubectl_result(&["get", &lease, "-o", "jsonpath={.spec.holderIdentity}"])
@@ -150,7 +164,7 @@ async fn two_shards_split_the_bots_and_a_killed_shard_leader_hands_over() {
         assert_eq!(reported, expected, "shard {shard} ({leader}) reports exactly its bots");
         for name in names {
             assert_eq!(
-                reporters_of(&ns, name),
+                reporters_including(&ns, name, leader).await,
                 BTreeSet::from([leader.clone()]),
                 "only shard {shard}'s leader acted on {name}"
             );
@@ -179,17 +193,15 @@ async fn two_shards_split_the_bots_and_a_killed_shard_leader_hands_over() {
         bots_reported_by(&ns, &leaders[&1]).await.contains(&mover),
         "shard 1 reconciles {mover} now"
     );
-    assert!(
-        reporters_of(&ns, &mover).contains(&leaders[&1]),
-        "shard 1's leader acted on {mover}"
-    );
+    // Shard 1's leader acted on it.
+    reporters_including(&ns, &mover, &leaders[&1]).await;
 
     // Shard 1's leader dies without handing over; shard 0 keeps enforcing meanwhile.
     let killed = leaders[&1].clone();
     ns.kubectl(&["delete", "pod", &killed, "--grace-period=0", "--force"]);
     reduce_only(&ns, &per_shard[&0][0]).await;
     assert_eq!(
-        reporters_of(&ns, &per_shard[&0][0]),
+        reporters_including(&ns, &per_shard[&0][0], &leaders[&0]).await,
         BTreeSet::from([leaders[&0].clone()]),
         "shard 0 was untouched by shard 1's outage"
     );
@@ -201,12 +213,11 @@ async fn two_shards_split_the_bots_and_a_killed_shard_leader_hands_over() {
     .await;
     let shard_one_bot = &per_shard[&1][0];
     reduce_only(&ns, shard_one_bot).await;
+    // Shard 1's standby took it over.
     assert!(
-        reporters_of(&ns, shard_one_bot).contains(&successor),
-        "shard 1's standby {successor} took over {shard_one_bot}"
-    );
-    assert!(
-        reporters_of(&ns, shard_one_bot).is_subset(&BTreeSet::from([killed.clone(), successor.clone()])),
+        reporters_including(&ns, shard_one_bot, &successor)
+            .await
+            .is_subset(&BTreeSet::from([killed.clone(), successor.clone()])),
         "only shard 1's operators ever acted on {shard_one_bot}"
     );
     assert!(

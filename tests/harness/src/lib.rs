@@ -262,17 +262,17 @@ impl Cluster {
             "-o",
             r#"jsonpath={.status.conditions[?(@.type=="Established")].status}"#,
         ];
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let answer = self.kubectl_result(&established);
             if matches!(&answer, Ok(status) if status.trim() == "True") {
                 return;
             }
             assert!(
-                std::time::Instant::now() < deadline,
+                Instant::now() < deadline,
                 "{crd} was not Established within 60 s; last answer: {answer:?}"
             );
-            std::thread::sleep(std::time::Duration::from_millis(250));
+            std::thread::sleep(Duration::from_millis(250));
         }
     }
 
@@ -792,6 +792,36 @@ impl TestNamespace {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Wait (up to 30 s) until an Event about `name` matches `wanted`, naming `what` when none
+    /// does; the Events about `name` seen then. See [`TestNamespace::wait_for_events`].
+    pub async fn wait_for_event(
+        &self,
+        name: &str,
+        what: &str,
+        wanted: impl Fn(&(String, String, String)) -> bool,
+    ) -> Vec<(String, String, String)> {
+        self.wait_for_events(name, what, |events| events.iter().any(&wanted))
+            .await
+    }
+
+    /// Wait (up to 30 s) until the Events about `name` (as [`TestNamespace::events_for`] lists
+    /// them) satisfy `wanted`, naming `what` when they do not; those Events. Events are waited
+    /// for, never read once: the operator publishes a reconcile's Events after its status write,
+    /// so a test that has just seen the status can be ahead of them.
+    pub async fn wait_for_events(
+        &self,
+        name: &str,
+        what: &str,
+        wanted: impl Fn(&[(String, String, String)]) -> bool,
+    ) -> Vec<(String, String, String)> {
+        let wanted = &wanted;
+        eventually(Duration::from_secs(30), &format!("Events about {name}: {what}"), || {
+            let events = self.events_for(name);
+            async move { wanted(&events).then_some(events) }
+        })
+        .await
     }
 
     /// A TradingBot as JSON.
