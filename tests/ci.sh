@@ -79,10 +79,11 @@ cargo test --workspace --no-run
 # cores. Both lanes select the whole workspace and split by target, so features resolve as in
 # the build above and nothing is compiled again. Lane A (end to end, plugin, bot, rollouts) is
 # logged to a file and printed when it ends; lane B (units, the operator and the rest) streams.
-# Every test namespace is its own; the lanes share only cluster-wide objects: the TradingBot CRD
-# (each test creates its namespace before installing it, so `make demo-down` in lane A keeps it
-# while any lane-B test runs) and the ServiceMonitor CRD (only the ServiceMonitor test and the
-# chart suite after the lanes use it).
+# Every test namespace is its own; the lanes share only cluster-wide objects. The TradingBot
+# CRD: each test creates its namespace before installing it, under a lock that `make demo-down`
+# in lane A holds while it decides to remove the CRD, so that decision sees every running test
+# (TB_CRD_LOCK in tests/cluster/lib.sh). The ServiceMonitor CRD: only the ServiceMonitor test
+# and the chart suite after the lanes use it.
 mapfile -t LANE_A < <(test_targets 'e2e-tests|kubectl-tradingbot|perps-bot' 'rollouts')
 mapfile -t LANE_B < <(test_targets_except 'e2e-tests|kubectl-tradingbot|perps-bot' 'rollouts')
 LANE_A=(--workspace "${LANE_A[@]}")

@@ -114,13 +114,16 @@ async fn two_replicas_one_leader_and_hand_over() {
     let first = eventually(Duration::from_secs(60), "a leader", || leader_of(&ns)).await;
     ns.apply(&bot("led", json!({}))).unwrap();
     wait_running(&ns, "led").await;
+    // Empty when the list fails: every use below polls until the reporter it waits for is in it.
     let reporters = || {
-        let json = ns.kubectl(&[
-            "get",
-            "events.v1.events.k8s.io",
-            "-o",
-            "jsonpath={range .items[?(@.regarding.kind==\"TradingBot\")]}{.reportingInstance}{\"\\n\"}{end}",
-        ]);
+        let json = ns
+            .kubectl_result(&[
+                "get",
+                "events.v1.events.k8s.io",
+                "-o",
+                "jsonpath={range .items[?(@.regarding.kind==\"TradingBot\")]}{.reportingInstance}{\"\\n\"}{end}",
+            ])
+            .unwrap_or_default();
         json.lines()
             .map(str::to_string)
             .filter(|l| !l.is_empty())

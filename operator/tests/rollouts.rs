@@ -181,21 +181,24 @@ async fn a_healthy_canary_is_promoted_automatically() {
         async move { gone.then_some(()) }
     })
     .await;
-    let seen = reasons(&ns, "roll");
-    let order: Vec<usize> = [
+    let steps = [
         "RolloutStarted",
         "CanaryReady",
         "CanaryPassed",
         "Promoting",
         "RolloutPromoted",
-    ]
-    .iter()
-    .map(|r| {
-        seen.iter()
-            .position(|s| s == r)
-            .unwrap_or_else(|| panic!("no {r} event in {seen:?}"))
+    ];
+    // Events follow the status write they belong to: wait for all of them, then check the order.
+    let seen = eventually(Duration::from_secs(30), "an Event for each rollout step", || {
+        let seen = reasons(&ns, "roll");
+        let all = steps.iter().all(|step| seen.iter().any(|s| s == step));
+        async move { all.then_some(seen) }
     })
-    .collect();
+    .await;
+    let order: Vec<usize> = steps
+        .iter()
+        .map(|r| seen.iter().position(|s| s == r).expect("waited for above"))
+        .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
     wait_for_prod_traders(&exchange, &ns, "roll", 2).await;
     assert_prod_instances_never_overlapped(&exchange, &ns, "roll", 2);

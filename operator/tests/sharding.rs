@@ -94,7 +94,9 @@ fn reporters_of(ns: &TestNamespace, bot: &str) -> BTreeSet<String> {
     let jsonpath = format!(
         "jsonpath={{range .items[?(@.regarding.name==\"{bot}\")]}}{{.regarding.kind}} {{.reportingInstance}}{{\"\\n\"}}{{end}}"
     );
-    ns.kubectl(&["get", "events.v1.events.k8s.io", "-o", &jsonpath])
+    // Empty when the list fails: callers poll until the reporter they wait for is in it.
+    ns.kubectl_result(&["get", "events.v1.events.k8s.io", "-o", &jsonpath])
+        .unwrap_or_default()
         .lines()
         .filter_map(|l| l.strip_prefix("TradingBot "))
         .filter(|l| !l.is_empty())

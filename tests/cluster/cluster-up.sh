@@ -30,7 +30,7 @@ apiserver_ready() {
 }
 
 node_ready() {
-  [[ $(tb_kubectl get node "$TB_NODE_NAME" \
+  [[ $(tb_kubectl --request-timeout=5s get node "$TB_NODE_NAME" \
     -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]
 }
 

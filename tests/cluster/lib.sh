@@ -241,6 +241,11 @@ cluster_running() {
 #   * every run using the cluster claims it: a file in $TB_USERS_DIR named after the run,
 #     holding the pid the claim lives with (empty for a demo, which lives until demo-down).
 TB_USERS_DIR=${TB_CLUSTER_DIR%/}.users
+# Held exclusively by demo-down while it decides to delete the TradingBot CRD and deletes it,
+# and shared by every test while it creates its namespace (tests/harness: Cluster::namespace),
+# so a test namespace is either seen by that decision or created after the deletion began
+# (and the test then waits for it and installs the CRD again).
+TB_CRD_LOCK=${TB_CLUSTER_DIR%/}.crd.lock
 TB_STARTED_BY=$TB_CLUSTER_DIR/started-by
 
 # cluster_claim NAME [PID]: NAME uses the cluster (while PID runs, when given).

@@ -28,9 +28,13 @@ crd_users() {
 }
 
 remove_crd_if_unused() {
-  local users
+  local users lock
   k get "$CRD" >/dev/null 2>&1 || return 0
-  if ! users=$(crd_users); then
+  # No test namespace is created between the check and the delete (TB_CRD_LOCK in lib.sh).
+  exec {lock}>"$TB_CRD_LOCK"
+  if ! flock -x -w 60 "$lock"; then
+    echo "demo-down: keeping the TradingBot CRD: tests held $TB_CRD_LOCK for 60 s"
+  elif ! users=$(crd_users); then
     echo "demo-down: keeping the TradingBot CRD: cannot list what uses it"
   elif [[ -n $users ]]; then
     echo "demo-down: keeping the TradingBot CRD: still in use by"
@@ -39,6 +43,7 @@ remove_crd_if_unused() {
     echo "demo-down: deleting the TradingBot CRD (no TradingBot left)"
     k delete "$CRD" --ignore-not-found --wait=false
   fi
+  exec {lock}>&-
 }
 
 if cluster_running; then

@@ -68,14 +68,21 @@ async fn apply_a_bot_inspect_it_and_restart_its_pod() {
         .await;
     assert_eq!(value(&metrics, "perps_bot_trading_mode"), Some(0.0));
     assert!(flow.sh(READYZ).contains("ready"));
-    assert!(
-        flow.sh("kubectl -n $NS get events --field-selector involvedObject.name=$BOT")
-            .contains("PodCreated")
-    );
-    assert!(
-        flow.sh("kubectl get events -A --field-selector involvedObject.kind=TradingBot")
-            .contains("dev-bot")
-    );
+    // Events follow the status write they belong to: waited for, not read once.
+    flow.sh_until(
+        "kubectl -n $NS get events --field-selector involvedObject.name=$BOT",
+        "the PodCreated Event",
+        MINUTE,
+        |o| o.contains("PodCreated"),
+    )
+    .await;
+    flow.sh_until(
+        "kubectl get events -A --field-selector involvedObject.kind=TradingBot",
+        "an Event about dev-bot",
+        MINUTE,
+        |o| o.contains("dev-bot"),
+    )
+    .await;
     assert!(
         flow.sh("kubectl -n $NS get pods -l trading.gpttrader.io/bot=$BOT -o wide")
             .contains("Running")

@@ -108,6 +108,22 @@ fn ensure_cluster() -> anyhow::Result<Cluster> {
     Ok(cluster)
 }
 
+/// The shared hold of the CRD lock (see `TB_CRD_LOCK` in tests/cluster/lib.sh), released when
+/// dropped; `None` when the lock file cannot be opened (no local cluster directory: nothing runs
+/// `make demo-down` against this cluster from here).
+fn crd_lock_shared() -> Option<std::fs::File> {
+    let dir = cluster_dir();
+    let path = format!("{}.crd.lock", dir.to_string_lossy().trim_end_matches('/'));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .ok()?;
+    file.lock_shared().expect("shared lock of the CRD lock file");
+    Some(file)
+}
+
 /// Record that this test process uses the local cluster, so a script run that started the
 /// cluster does not stop it while this process runs (see `cluster_claim` in
 /// tests/cluster/lib.sh; the claim lapses when this process is gone).
@@ -353,9 +369,14 @@ impl Cluster {
             },
             ..Default::default()
         };
-        api.create(&PostParams::default(), &namespace)
-            .await
-            .expect("namespace created");
+        {
+            // Shared with other tests, exclusive for `make demo-down`'s CRD removal (TB_CRD_LOCK
+            // in tests/cluster/lib.sh): this namespace is seen by it or created after it began.
+            let _crd_lock = crd_lock_shared();
+            api.create(&PostParams::default(), &namespace)
+                .await
+                .expect("namespace created");
+        }
         // The namespace's default ServiceAccount is made asynchronously; pods need it.
         let sa = "serviceaccount/default";
         eventually(Duration::from_secs(60), "default ServiceAccount", || {
@@ -774,9 +795,14 @@ impl TestNamespace {
 
     /// Events (events.k8s.io) about `name` in this namespace as (type, reason, note).
     pub fn events_for(&self, name: &str) -> Vec<(String, String, String)> {
-        let json = self.kubectl(&["get", "events.v1.events.k8s.io", "-o", "json"]);
-        let value: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
-        value["items"]
+        self.events_result(name).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// [`TestNamespace::events_for`], or why the Events could not be listed.
+    fn events_result(&self, name: &str) -> anyhow::Result<Vec<(String, String, String)>> {
+        let json = self.kubectl_result(&["get", "events.v1.events.k8s.io", "-o", "json"])?;
+        let value: serde_json::Value = serde_json::from_str(&json).context("the Events as JSON")?;
+        Ok(value["items"]
             .as_array()
             .map(|items| {
                 items
@@ -791,7 +817,7 @@ impl TestNamespace {
                     })
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default())
     }
 
     /// Wait (up to 30 s) until an Event about `name` matches `wanted`, naming `what` when none
@@ -818,8 +844,9 @@ impl TestNamespace {
     ) -> Vec<(String, String, String)> {
         let wanted = &wanted;
         eventually(Duration::from_secs(30), &format!("Events about {name}: {what}"), || {
-            let events = self.events_for(name);
-            async move { wanted(&events).then_some(events) }
+            // A list that fails (the API server busy for a moment) is tried again.
+            let events = self.events_result(name).ok();
+            async move { events.filter(|events| wanted(events)) }
         })
         .await
     }
